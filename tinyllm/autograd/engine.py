@@ -1,0 +1,325 @@
+"""The reverse-mode engine: ``Tensor``, ``Function`` and ``backward``.
+
+A Tensor wraps an array (``.data``) and, when it was produced by an op that needs gradients,
+remembers that op's context (``._ctx``): a ``Function`` instance holding the inputs (``parents``)
+and whatever its forward pass saved for the backward pass. ``backward()`` sorts that graph with an
+explicit stack (never recursion, so a 20,000-op chain is fine), walks it in reverse, and leaves the
+gradients of leaves in ``.grad`` as plain arrays. The ops themselves live in ``ops.py``.
+"""
+import numpy as np
+
+from .. import backend
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class set_grad_enabled:
+    """Context manager and decorator that turns graph recording on or off."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        global _grad_enabled
+        self.previous = _grad_enabled
+        _grad_enabled = self.mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.previous
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__(self.mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """``with tl.no_grad():`` or ``@tl.no_grad()``: ops record no graph inside."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``: undo NumPy broadcasting in the backward pass."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+class Function:
+    """One differentiable op. Subclasses define ``forward(ctx, *arrays, **options)`` returning an
+    array, and ``backward(ctx, grad)`` returning one gradient (or None) per positional input.
+
+    ``ctx`` is the Function instance: the forward pass keeps on it whatever the backward needs.
+    ``ctx.needs_input_grad[i]`` says whether input i wants a gradient, so work can be skipped.
+    """
+
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        ctx = cls()
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        ctx.needs_input_grad = needs
+        out = ctx.forward(*arrays, **options)
+        requires_grad = _grad_enabled and any(needs)
+        result = Tensor._wrap(out, requires_grad)
+        if requires_grad:
+            ctx.parents = inputs
+            result._ctx = ctx
+        return result
+
+
+class Tensor:
+    """An n-dimensional array with an optional gradient, shaped like ``torch.Tensor``."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
+    __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _to_array(data, dtype, legacy_constructor=True)
+        self.grad = None
+        self._ctx = None
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, array, requires_grad=False):
+        """Fast constructor for op outputs: no conversion, no checks."""
+        t = object.__new__(cls)
+        t.data = array
+        t.grad = None
+        t._ctx = None
+        t._retains_grad = False
+        t.requires_grad = requires_grad
+        return t
+
+    # -- basic properties ---------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def device(self):
+        return "cpu" if backend.get_array_module(self.data) is np else "cuda"
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self):
+        if backend.get_array_module(self.data) is not np:
+            return self.data.get()
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only a one-element tensor can be converted, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self):
+        return Tensor._wrap(self.data, False)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not backend.is_floating(self.data.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
+        self._retains_grad = True
+        return self
+
+    def zero_(self):
+        self.data[...] = 0
+        return self
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    def __hash__(self):
+        return id(self)
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    # -- the backward pass ----------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``grad`` is the upstream gradient; it may be omitted only for one-element tensors.
+        The graph is freed afterwards unless ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no graph "
+                               "(did you create it under no_grad, or forget requires_grad=True?)")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward(): grad can be implicitly created only for a scalar "
+                                   f"output, but this tensor has shape {self.shape}; pass grad=")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has shape {self.shape}")
+
+        grads = {id(self): grad}
+        for node in _topological_order(self):
+            g = grads.pop(id(node), None)
+            ctx = node._ctx
+            if ctx is None or node._retains_grad:
+                if g is not None:
+                    _accumulate_leaf_grad(node, g)
+                if ctx is None:
+                    continue
+            if g is None:  # this node was not reached by any gradient (e.g. an unused output)
+                continue
+            input_grads = ctx.backward(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            for parent, pg in zip(ctx.parents, input_grads):
+                if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                previous = grads.get(key)
+                grads[key] = pg if previous is None else previous + pg
+            if not retain_graph:
+                _free(ctx)
+
+    # -- operators are attached in ops.py ------------------------------------------------------
+
+
+def _topological_order(root):
+    """Nodes reachable from ``root``, each after every node that consumes it (root first)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        ctx = node._ctx
+        if ctx is None:
+            continue
+        parents = getattr(ctx, "parents", None)
+        if parents is None:
+            raise RuntimeError("backward(): trying to backward through the graph a second time; its "
+                               "saved values were freed by the first backward (use retain_graph=True)")
+        for p in parents:
+            if isinstance(p, Tensor) and p.requires_grad and id(p) not in visited:
+                stack.append((p, False))
+    order.reverse()
+    return order
+
+
+def _accumulate_leaf_grad(node, g):
+    if g.dtype != node.data.dtype or g.shape != node.data.shape:
+        g = g.astype(node.data.dtype, copy=False).reshape(node.data.shape)
+    if node.grad is None:
+        node.grad = g.copy()  # own the buffer: the same array may flow to several inputs
+    else:
+        node.grad += g
+
+
+def _free(ctx):
+    """Drop everything a context saved, keeping only the marker that it has been used."""
+    ctx.__dict__.clear()
+    ctx.parents = None
+
+
+def _to_array(data, dtype=None, legacy_constructor=False):
+    """Convert user data to a backing array, following the dtype rules of the design card.
+
+    Floating arrays keep their dtype, integer and bool arrays stay as they are, and Python scalars
+    and lists become the default dtype (as ``torch.Tensor(...)`` does). ``tl.tensor`` instead
+    infers ints from int-only lists, as ``torch.tensor`` does (``legacy_constructor=False``).
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.get_array_module(data)
+    if dtype is not None:
+        return xp.asarray(data, dtype=np.dtype(dtype) if xp is np else dtype)
+    if hasattr(data, "dtype") and hasattr(data, "shape") and not isinstance(data, np.generic):
+        return data if isinstance(data, xp.ndarray) else xp.asarray(data)
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    array = np.asarray(data)
+    if array.dtype.kind == "f" or array.dtype.kind == "c" or (legacy_constructor and array.dtype.kind in "iub"):
+        if array.dtype.kind == "b" and not legacy_constructor:
+            return array
+        return array.astype(backend.get_default_dtype())
+    if array.dtype == object:
+        raise TypeError(f"cannot build a tensor from {type(data).__name__} data with ragged or mixed contents")
+    return array

@@ -1,0 +1,125 @@
+"""Which array module, which default dtype, which kernels: the few global choices tinyllm makes.
+
+The array module is never a global switch: it is read off the arrays themselves (Chainer's
+``get_array_module`` idea), so NumPy and CuPy arrays can flow through the same code. This module
+imports nothing from the rest of tinyllm.
+"""
+import contextlib
+import os
+
+import numpy as np
+
+try:  # CuPy is an optional extra; without it every array is a NumPy array.
+    import cupy as _cupy
+except Exception:  # pragma: no cover - depends on the machine
+    _cupy = None
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def cupy_available():
+    return _cupy is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# default dtype: what Python scalars, lists and new parameters become
+# ---------------------------------------------------------------------------------------------
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_default_dtype = np.dtype(np.float32)
+
+
+def _as_float_dtype(dtype):
+    d = np.dtype(dtype)
+    if d not in _FLOAT_DTYPES:
+        raise TypeError(f"default dtype must be a floating dtype (float16/32/64), got {d}")
+    return d
+
+
+def set_default_dtype(dtype):
+    """Set the dtype given to Python scalars, Python lists and newly created parameters."""
+    global _default_dtype
+    _default_dtype = _as_float_dtype(dtype)
+
+
+def get_default_dtype():
+    return _default_dtype
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """Context manager: ``with default_dtype(np.float64): ...``."""
+    previous = _default_dtype
+    set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        set_default_dtype(previous)
+
+
+def is_floating(dtype):
+    return np.dtype(dtype).kind == "f"
+
+
+# ---------------------------------------------------------------------------------------------
+# random numbers: one seeded generator, so runs with the same seed are identical
+# ---------------------------------------------------------------------------------------------
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed):
+    """Seed tinyllm's generator (parameter init, dropout, sampling)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    return _rng
+
+
+def rng():
+    return _rng
+
+
+def get_rng_state():
+    """The generator's state as a JSON-friendly dict (for checkpoints and exact resume)."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state):
+    _rng.bit_generator.state = state
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels: numba (fast, default on CPU) or numpy (the readable reference twins)
+# ---------------------------------------------------------------------------------------------
+_KERNEL_CHOICES = ("numba", "numpy")
+_kernels = os.environ.get("TINYLLM_KERNELS", "numba").strip().lower() or "numba"
+if _kernels not in _KERNEL_CHOICES:
+    raise ValueError(f"TINYLLM_KERNELS must be one of {_KERNEL_CHOICES}, got {_kernels!r}")
+
+
+def kernels():
+    """The kernel family in use: 'numba' or 'numpy'."""
+    return _kernels
+
+
+def set_kernels(name):
+    global _kernels
+    name = name.lower()
+    if name not in _KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {_KERNEL_CHOICES}, got {name!r}")
+    _kernels = name
+
+
+@contextlib.contextmanager
+def use_kernels(name):
+    previous = _kernels
+    set_kernels(name)
+    try:
+        yield
+    finally:
+        set_kernels(previous)
