@@ -1,0 +1,5 @@
+"""Neural-network building blocks: Module, Parameter, layers, functional ops, init, utils."""
+from . import functional, init, utils
+from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ModuleDict, ModuleList,
+                     ReLU, Sequential, Sigmoid, Tanh)
+from .module import Module, Parameter, StateDictError

@@ -1,0 +1,269 @@
+"""``Module`` and ``Parameter``: torch's container semantics, so torch code ports line for line.
+
+Assigning a Parameter or a Module to an attribute registers it; ``state_dict`` returns NumPy arrays
+under torch's dotted names, and ``load_state_dict`` takes such a dict back (a torch state_dict
+converted to NumPy loads as it is).
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor, no_grad
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as one of its parameters (requires_grad by default)."""
+
+    def __init__(self, data, requires_grad=True):
+        data = data.data if isinstance(data, Tensor) else data
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class StateDictError(RuntimeError, ValueError):
+    """``load_state_dict`` found missing, unexpected or wrongly shaped keys."""
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+def _host_array(value):
+    """A NumPy (or CuPy) array from an array, a Tensor, or anything with ``.numpy()`` (e.g. torch)."""
+    if isinstance(value, Tensor):
+        return value.data
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not hasattr(value, "detach"):
+        return value
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class Module:
+    """Base class of every layer and model; subclasses define ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration ---------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, (Parameter, Module)):
+            for store in (params, buffers, modules):
+                store.pop(name, None)
+            self.__dict__.pop(name, None)
+            (params if isinstance(value, Parameter) else modules)[name] = value
+        elif name in buffers:
+            buffers[name] = value
+        elif name in params or name in modules:
+            if value is not None:
+                kind = "parameter" if name in params else "submodule"
+                raise TypeError(f"cannot assign a {type(value).__name__} to {kind} {name!r} "
+                                f"(expected a Parameter, a Module or None)")
+            (params if name in params else modules)[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name, param):
+        if param is None:
+            self.__dict__.pop(name, None)
+            self._parameters[name] = None
+        else:
+            setattr(self, name, param)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """A non-trainable tensor that belongs to the module (saved in state_dict if persistent)."""
+        self.__dict__.pop(name, None)
+        self._buffers[name] = tensor
+        if not persistent:
+            self._non_persistent.add(name)
+
+    def add_module(self, name, module):
+        setattr(self, name, module)
+
+    # -- traversal -----------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        seen, stack = set(), [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{n}" if name else n, m) for n, m in module._modules.items() if m is not None]
+            stack.extend(reversed(children))
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self):
+        for name, m in self._modules.items():
+            if m is not None:
+                yield name, m
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def _named_members(self, store, prefix="", recurse=True, remove_duplicate=True):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_name, module in modules:
+            for name, value in getattr(module, store).items():
+                if value is None or (remove_duplicate and id(value) in seen):
+                    continue
+                seen.add(id(value))
+                yield (f"{mod_name}.{name}" if mod_name else name), value
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """Each parameter once (tied weights appear under their first name), as torch."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix="", recurse=True):
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def apply(self, fn):
+        for m in list(self.modules())[::-1]:
+            fn(m)
+        return self
+
+    # -- modes and housekeeping ----------------------------------------------------------------
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def to(self, *args, **kwargs):
+        """``to(dtype)`` casts floating parameters and buffers in place; ``to('cpu')`` is a no-op."""
+        dtype = kwargs.get("dtype")
+        for a in args:
+            if isinstance(a, str) and a in ("cpu", "cuda"):
+                if a != "cpu":
+                    raise NotImplementedError(f"to({a!r}): moving modules between devices needs the GPU backend")
+            else:
+                dtype = a
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            for t in list(self.parameters()) + list(self.buffers()):
+                if isinstance(t, Tensor) and backend.is_floating(t.dtype) and t.dtype != dtype:
+                    t.data = t.data.astype(dtype)
+                    if t.grad is not None:
+                        t.grad = t.grad.astype(dtype)
+        return self
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+    # -- state dict ----------------------------------------------------------------------------
+    def _state_items(self):
+        """(name, tensor) for every parameter and persistent buffer, tied duplicates included."""
+        for mod_name, module in self.named_modules():
+            for store in ("_parameters", "_buffers"):
+                for name, value in getattr(module, store).items():
+                    if value is None or (store == "_buffers" and name in module._non_persistent):
+                        continue
+                    yield (f"{mod_name}.{name}" if mod_name else name), value
+
+    def state_dict(self):
+        """An OrderedDict of name -> array copy, under torch's names (tied weights under each name)."""
+        return OrderedDict((name, (t.data if isinstance(t, Tensor) else t).copy())
+                           for name, t in self._state_items())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters and buffers, cast to their dtypes.
+
+        Raises ``StateDictError`` naming every missing, unexpected (when strict) and wrongly shaped
+        key; nothing is written unless all checks pass. Returns (missing_keys, unexpected_keys).
+        """
+        own = OrderedDict(self._state_items())
+        given = {k: _host_array(v) for k, v in state_dict.items()}
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        wrong = [f"size mismatch for {k}: the checkpoint has shape {tuple(given[k].shape)}, the model has "
+                 f"{tuple(own[k].shape)}" for k in own if k in given and tuple(given[k].shape) != tuple(own[k].shape)]
+        problems = []
+        if strict and missing:
+            problems.append("missing key(s): " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected key(s): " + ", ".join(unexpected))
+        problems += wrong
+        if problems:
+            raise StateDictError(f"error(s) loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(problems))
+        with no_grad():
+            for k, t in own.items():
+                if k in given:
+                    xp = backend.get_array_module(t.data)
+                    t.data[...] = xp.asarray(given[k]).astype(t.data.dtype, copy=False)
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- calling and printing ------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = []
+        for name, m in self._modules.items():
+            child = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child}")
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n" + "\n".join(lines) + "\n)"
