@@ -1,0 +1,2 @@
+"""Models built only from ``tinyllm.nn``."""
+from .gpt import GPT, GPTConfig

@@ -1,0 +1,245 @@
+"""A GPT-2-style decoder-only Transformer, built only from ``tinyllm.nn``.
+
+Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> GELU MLP -> residual),
+a final LayerNorm and an lm_head tied to the token embedding. Parameter names are GPT-2's, so Hugging
+Face checkpoints load with ``GPT.from_pretrained(dir)``. Generation lives in ``generate.py``.
+"""
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .. import nn
+from ..autograd import Tensor, cat
+from ..backend import default_dtype
+from ..nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 84
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    pos_encoding: str = "learned"  # or 'sinusoidal' ("Attention Is All You Need")
+    tie_weights: bool = True
+    activation: str = "gelu"  # or 'gelu_tanh' (GPT-2's "gelu_new")
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.pos_encoding not in ("learned", "sinusoidal"):
+            raise ValueError(f"GPTConfig: pos_encoding must be 'learned' or 'sinusoidal', got {self.pos_encoding!r}")
+        if self.activation not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"GPTConfig: activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig: {name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def sinusoidal_positions(n_positions, dim):
+    """PE[pos, 2i] = sin(pos / 10000^(2i/dim)), PE[pos, 2i+1] = cos(...)   (Vaswani et al. 2017)."""
+    pos = np.arange(n_positions)[:, None]
+    freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2) / dim)  # (dim/2,)
+    pe = np.zeros((n_positions, dim))
+    pe[:, 0::2] = np.sin(pos * freq)
+    pe[:, 1::2] = np.cos(pos * freq[: dim // 2])
+    return pe
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.shape
+        hs = C // self.n_head
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        q, k, v = (t.reshape(B, T, self.n_head, hs).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, nh, T, hs)
+        mask, causal = None, True
+        if cache is not None:  # generation: prepend the cached keys/values of earlier positions
+            if cache.get("k") is not None:
+                past = cache["k"].shape[2]
+                k = cat([cache["k"], k], dim=2)
+                v = cat([cache["v"], v], dim=2)
+                # query i sits at position past + i and may see keys 0 .. past + i
+                mask = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]  # (T, past+T)
+                causal = False
+            cache["k"], cache["v"] = k.detach(), v.detach()
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """``logits, loss = model(idx, targets=None)`` with idx of shape (B, T)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.pos_encoding == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:
+            pe = sinusoidal_positions(config.block_size, config.n_embd).astype(self.wte.weight.dtype)
+            self.register_buffer("pos_table", Tensor(pe), persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self._init_weights()
+
+    def _init_weights(self):
+        """GPT-2 / nanoGPT: N(0, 0.02) weights, zero biases, residual projections N(0, 0.02/sqrt(2 n_layer))."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def num_params(self, non_embedding=False):
+        """Number of parameters (tied weights counted once); ``non_embedding`` leaves out wte/wpe."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.config.pos_encoding == "learned":
+                n -= self.wpe.weight.numel()
+        return n
+
+    def _check_idx(self, idx, past=0):
+        ids = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
+        if ids.ndim != 2:
+            raise ValueError(f"GPT: idx must have shape (B, T), got {ids.shape}")
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"GPT: idx must hold integer token ids, got dtype {ids.dtype}")
+        T = ids.shape[1]
+        if past + T > self.config.block_size:
+            raise ValueError(f"GPT: sequence length {past + T} exceeds block_size {self.config.block_size}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            bad = ids.min() if ids.min() < 0 else ids.max()
+            raise ValueError(f"GPT: token id {int(bad)} is outside the vocabulary (size {self.config.vocab_size})")
+        return ids
+
+    def forward(self, idx, targets=None, caches=None):
+        past = caches[0]["k"].shape[2] if caches and caches[0].get("k") is not None else 0
+        ids = self._check_idx(idx, past)
+        B, T = ids.shape
+        tok = self.wte(ids)  # (B, T, C)
+        if self.config.pos_encoding == "learned":
+            pos = self.wpe(np.arange(past, past + T))  # (T, C)
+        else:
+            pos = self.pos_table[past:past + T]
+        x = self.drop(tok + pos)
+        for i, block in enumerate(self.h):
+            x = block(x, caches[i] if caches is not None else None)
+        x = self.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+            if t.shape != (B, T):
+                raise ValueError(f"GPT: targets must have the shape of idx {(B, T)}, got {t.shape}")
+            loss = F.cross_entropy(logits.reshape(B * T, -1), t.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_caches(self):
+        """Empty per-layer key/value caches for incremental decoding."""
+        return [dict() for _ in self.h]
+
+    def generate(self, input_ids, **kwargs):
+        from ..generate import generate
+        return generate(self, input_ids, **kwargs)
+
+    # -- Hugging Face GPT-2 checkpoints ------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32):
+        """Load a local Hugging Face GPT-2 directory (config.json + model.safetensors), without torch.
+
+        Handles keys with or without the ``transformer.`` prefix, Conv1D weights stored as (in, out),
+        ``attn.bias``/``attn.masked_bias`` mask buffers (ignored) and a tied ``lm_head``.
+        """
+        from safetensors.numpy import load_file
+
+        cfg_path, weights_path = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
+        for p in (cfg_path, weights_path):
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"from_pretrained: {p} not found (expected a Hugging Face GPT-2 "
+                                        f"directory with config.json and model.safetensors)")
+        with open(cfg_path) as f:
+            hf = json.load(f)
+        act = hf.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise ValueError(f"from_pretrained: unsupported activation_function {act!r}")
+        n_embd = hf.get("n_embd", hf.get("hidden_size"))
+        config = GPTConfig(vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
+                           n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=n_embd, dropout=0.0, bias=True,
+                           pos_encoding="learned", tie_weights=hf.get("tie_word_embeddings", True),
+                           activation="gelu" if act == "gelu" else "gelu_tanh",
+                           layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5))
+        with default_dtype(dtype):
+            model = cls(config)
+        raw = load_file(weights_path)
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        state = {}
+        for key, value in raw.items():
+            name = key[len("transformer."):] if key.startswith("transformer.") else key
+            if name.endswith(("attn.bias", "attn.masked_bias")) and name.count(".") == 3 and value.ndim == 4:
+                continue  # causal-mask buffers, not parameters
+            if name == "lm_head.weight" and config.tie_weights:
+                continue
+            if name.endswith(conv1d):
+                value = value.T  # Conv1D stores (in, out); Linear wants (out, in)
+            state[name] = value
+        if config.tie_weights:
+            state["lm_head.weight"] = state["wte.weight"]
+        model.load_state_dict(state, strict=True)
+        return model
