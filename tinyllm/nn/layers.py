@@ -141,8 +141,9 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def __getitem__(self, i):
-        mods = list(self._modules.values())
-        return Sequential(*mods[i]) if isinstance(i, slice) else mods[i]
+        if isinstance(i, slice):  # as torch, a slice keeps the original names ('1', '2', ...)
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
+        return list(self._modules.values())[i]
 
     def __len__(self):
         return len(self._modules)

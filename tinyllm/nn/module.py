@@ -41,6 +41,12 @@ def _host_array(value):
     return np.asarray(value)
 
 
+def _as_buffer(value):
+    """Buffers are Tensors (as in torch), so ``to(dtype)`` and ``load_state_dict`` can write them in
+    place; a plain array is wrapped (without a copy)."""
+    return value if value is None or isinstance(value, Tensor) else Tensor(value)
+
+
 class Module:
     """Base class of every layer and model; subclasses define ``forward``."""
 
@@ -57,12 +63,16 @@ class Module:
             raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called")
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, (Parameter, Module)):
+            # as torch: reassigning keeps the name's place (so state_dict and parameters() order
+            # do not change when e.g. a head's weight is tied to the embedding)
+            own = params if isinstance(value, Parameter) else modules
             for store in (params, buffers, modules):
-                store.pop(name, None)
+                if store is not own:
+                    store.pop(name, None)
             self.__dict__.pop(name, None)
-            (params if isinstance(value, Parameter) else modules)[name] = value
+            own[name] = value
         elif name in buffers:
-            buffers[name] = value
+            buffers[name] = _as_buffer(value)
         elif name in params or name in modules:
             if value is not None:
                 kind = "parameter" if name in params else "submodule"
@@ -96,7 +106,7 @@ class Module:
     def register_buffer(self, name, tensor, persistent=True):
         """A non-trainable tensor that belongs to the module (saved in state_dict if persistent)."""
         self.__dict__.pop(name, None)
-        self._buffers[name] = tensor
+        self._buffers[name] = _as_buffer(tensor)
         if not persistent:
             self._non_persistent.add(name)
 
