@@ -37,7 +37,7 @@ class set_grad_enabled:
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with self.__class__(self.mode):
+            with set_grad_enabled(self.mode):  # not self.__class__: no_grad() takes no argument
                 return fn(*args, **kwargs)
 
         return wrapper
