@@ -315,3 +315,22 @@ def test_package_exports():
     from tinyllm.optim import SGD, Adagrad, Adam, AdamW, Optimizer, lr_scheduler  # noqa: F401
     assert issubclass(AdamW, Adam) and issubclass(Adagrad, Optimizer)
     assert hasattr(lr_scheduler, "StepLR")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_scalar_params_with_numpy_scalar_grads(case):
+    """A 0-d parameter whose gradient arrives as a NumPy scalar (np.float64, not an array) still keeps
+    its state in place."""
+    torch = pytest.importorskip("torch")
+    name, kwargs = case
+    shapes = [(), (2,)]
+    arrays, grads = make_params(10, shapes=shapes), make_grads(10, 8, shapes=shapes)
+    params = tl_params(arrays)
+    opt = getattr(optim, name)(params, **kwargs)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = None if g is None else (g[()] if g.ndim == 0 else g.copy())
+        opt.step()
+    expected, _ = run_torch(torch, name, kwargs, arrays, grads)
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-12)

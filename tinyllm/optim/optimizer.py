@@ -175,7 +175,7 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: state key {key!r} is not a parameter index") from None
             if idx not in params:
                 raise ValueError(f"{name}.load_state_dict: the state dict has state for parameter {idx}, "
-                                 f"which no parameter group lists (groups list {sorted(params)})")
+                                 f"which no parameter group lists (the groups list {len(params)} parameters)")
             p, gi = params[idx]
             xp = backend.get_array_module(p.data)
             entry = {}
@@ -212,4 +212,4 @@ def _looks_like_param(x):
 
 def _host(a):
     """A NumPy array from a NumPy or CuPy array."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, dict) else a
+    return a.get() if hasattr(a, "get") and _is_array(a) else a

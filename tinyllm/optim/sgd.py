@@ -1,4 +1,5 @@
 """Stochastic gradient descent with optional momentum, dampening, Nesterov and weight decay (torch's rule)."""
+from .. import backend
 from .optimizer import Optimizer
 
 
@@ -32,14 +33,15 @@ class SGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                xp = backend.get_array_module(p.data)
                 d_p = -p.grad if group["maximize"] else p.grad
                 if wd != 0:
                     d_p = d_p + wd * p.data
                 if momentum != 0:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = d_p.astype(p.data.dtype, copy=True)
+                    if buf is None:  # an array even when the gradient is a NumPy scalar, so *= is in place
+                        buf = state["momentum_buffer"] = xp.array(d_p, dtype=p.data.dtype, copy=True)
                     else:
                         buf *= momentum
                         buf += (1 - group["dampening"]) * d_p
