@@ -12,7 +12,7 @@ from .autograd import (Function, Tensor, arange, as_tensor, cat, empty, enable_g
                        set_grad_enabled, stack, tensor, where, zeros, zeros_like)
 import numpy as _np
 
-from . import nn  # noqa: E402  (after the engine: nn builds on it)
+from . import nn, optim  # noqa: E402  (after the engine: nn and optim build on it)
 
 float16, float32, float64 = _np.float16, _np.float32, _np.float64
 int32, int64, bool_ = _np.int32, _np.int64, _np.bool_

@@ -1,0 +1,167 @@
+"""Command-line entry point: ``python -m tinyllm <command>`` (or the installed ``tinyllm``).
+
+Argument parsing only; each command calls into the library:
+
+    prepare shakespeare|text   ->  tinyllm.data
+    train                      ->  tinyllm.train
+    sample / eval / plot       ->  tinyllm.generate, tinyllm.metrics, tinyllm.plot
+    demo                       ->  tinyllm.demo
+"""
+import argparse
+import dataclasses
+import sys
+
+
+def _demo(args):
+    from . import demo
+    demo.run(iters=args.iters, seed=args.seed)
+    return 0
+
+
+def _prepare(args):
+    from . import data
+    if args.source == "shakespeare":
+        meta = data.prepare_shakespeare(args.out, args.tokenizer, args.vocab_size)
+    else:
+        if not args.file:
+            raise SystemExit("prepare text: give the text file to prepare, e.g. `prepare text corpus.txt --out data/mine`")
+        with open(args.file, encoding="utf-8") as f:
+            meta = data.prepare_text(f.read(), args.out, args.tokenizer, args.vocab_size, source=args.file)
+    print(f"wrote {args.out}: {meta['characters']:,} characters, vocabulary {meta['vocab_size']}, "
+          f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens")
+    return 0
+
+
+def _train(args):
+    from .train import TrainConfig, TrainingDiverged, train
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name) is not None}
+    cfg = TrainConfig(**overrides)
+    try:
+        result = train(args.data, args.out, cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result:
+        print(f"done: iter {result['iter']}, train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
+    return 0
+
+
+def _sample(args):
+    import numpy as np
+    from .train import load_run
+    model, tok, _ = load_run(args.run, args.checkpoint)
+    prompt = tok.encode(args.prompt) if args.prompt else [0]
+    out = model.generate(np.array([prompt]), max_new_tokens=args.max_new_tokens, do_sample=args.num_beams == 1
+                         and not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         num_beams=args.num_beams, seed=args.seed)
+    start = 0 if args.prompt else 1
+    print(tok.decode([int(i) for i in out[0][start:]]))
+    return 0
+
+
+def _eval(args):
+    from . import data
+    from .metrics import evaluate_lm
+    from .train import load_run
+    model, _, run_config = load_run(args.run, args.checkpoint)
+    data_dir = args.data or run_config["data_dir"]
+    tokens = data.load_split(data_dir, args.split)
+    r = evaluate_lm(model, tokens, run_config["train"]["block_size"], max_batches=args.max_batches)
+    print(f"{args.split} loss {r['loss']:.4f} | perplexity {r['perplexity']:.3f} | "
+          f"next-token accuracy {r['accuracy']:.4f} | {r['tokens']:,} tokens")
+    return 0
+
+
+def _plot(args):
+    from .plot import plot_run
+    path = plot_run(args.run, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_config_flags(parser, config_cls):
+    """One ``--field-name`` flag per dataclass field; unset flags keep the config's default."""
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default: {default})")
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__)
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default: {default})")
+
+
+def build_parser():
+    from .train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="tinyllm", description="tinyllm: a small, exact LLM library in NumPy")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="download or read a corpus, tokenize it and split it 90/10")
+    p.add_argument("source", choices=["shakespeare", "text"])
+    p.add_argument("file", nargs="?", help="the text file, for `prepare text`")
+    p.add_argument("--out", default=None, help="output directory (default: data/shakespeare or data/<file stem>)")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
+    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 512)")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("train", help="train a model on a prepared data directory (defaults: nanoGPT's CPU recipe)")
+    p.add_argument("--data", default="data/shakespeare")
+    p.add_argument("--out", default="runs/shakespeare")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last, bit-identically")
+    _add_config_flags(p, TrainConfig)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("sample", help="generate text from a trained run")
+    p.add_argument("--run", default="runs/shakespeare")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--seed", type=int, default=1337)
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("eval", help="validation loss, perplexity and next-token accuracy of a run")
+    p.add_argument("--run", default="runs/shakespeare")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--data", default=None, help="data directory (default: the one the run trained on)")
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--max-batches", type=int, default=None)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("plot", help="write a loss-curve PNG of a run (needs the plot extra: matplotlib)")
+    p.add_argument("--run", default="runs/shakespeare")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/loss.png)")
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("demo", help="train a small character model on a built-in text and sample from it")
+    p.add_argument("--iters", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=1337)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "prepare" and args.out is None:
+        import os
+        args.out = "data/shakespeare" if args.source == "shakespeare" else \
+            os.path.join("data", os.path.splitext(os.path.basename(args.file or "text"))[0])
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # DataError and friends: a clear one-line message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Training: nanoGPT's loop on tinyllm, with metrics, best/last checkpoints and exact resume.
+
+``TrainConfig`` defaults are nanoGPT's CPU recipe (4 layers, 4 heads, width 128, block 64, batch 12,
+AdamW 1e-3 with 100 warm-up iterations and cosine decay to 1e-4 at 2000, betas (0.9, 0.99), weight
+decay 0.1 on matrices only, clip 1.0, eval every 250 iterations over 20 batches, seed 1337).
+
+A run directory holds ``config.json``, ``metrics.jsonl``, ``tokenizer.json`` and two checkpoints:
+``last/`` (written at every evaluation, what ``resume`` continues from) and ``best/`` (best val loss).
+"""
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from . import backend, checkpoint, data, nn, optim
+from .autograd import no_grad
+
+
+@dataclass
+class TrainConfig:
+    model: str = "gpt"
+    # model shape (GPT; other models read what applies to them)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = False
+    pos_encoding: str = "learned"
+    activation: str = "gelu"
+    tie_weights: bool = True
+    # optimisation
+    batch_size: int = 12
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    decay_lr: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # evaluation and logging
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+    dtype: str = "float32"
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ------------------------------------------------------------------------------------ models
+def build_model(cfg, vocab_size):
+    """The model named by ``cfg.model``, sized by ``cfg``; new parameters take ``cfg.dtype``."""
+    with backend.default_dtype(np.dtype(cfg.dtype)):
+        if cfg.model == "gpt":
+            from .models import GPT, GPTConfig
+            return GPT(GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                                 n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
+                                 pos_encoding=cfg.pos_encoding, tie_weights=cfg.tie_weights,
+                                 activation=cfg.activation))
+    raise ValueError(f"unknown model {cfg.model!r} (available: gpt)")
+
+
+def configure_optimizer(model, cfg):
+    """AdamW with weight decay on matrices (ndim >= 2) only, as nanoGPT."""
+    params = list(model.parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def learning_rate(it, cfg):
+    if not cfg.decay_lr:
+        return cfg.lr
+    return optim.lr_scheduler.cosine_with_warmup(it, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
+
+
+def model_loss(model, x, y):
+    """The model's training loss on a batch (GPT-style ``logits, loss = model(x, y)``)."""
+    _, loss = model(x, y)
+    return loss
+
+
+@no_grad()
+def estimate_loss(model, splits, cfg, rng):
+    """Mean loss over ``cfg.eval_iters`` random batches of each split, in eval mode."""
+    model.eval()
+    out = {}
+    for name, split in splits.items():
+        losses = [model_loss(model, *data.get_batch(split, cfg.batch_size, cfg.block_size, rng)).item()
+                  for _ in range(cfg.eval_iters)]
+        out[name] = float(np.mean(losses))
+    model.train()
+    return out
+
+
+# ------------------------------------------------------------------------------------ the loop
+def _rng_state(gen):
+    return gen.bit_generator.state
+
+
+def _set_rng_state(gen, state):
+    gen.bit_generator.state = state
+
+
+def train(data_dir, out_dir, cfg=None, resume=False, log=print):
+    """Train ``cfg.model`` on the prepared ``data_dir``; write the run to ``out_dir``. Returns the last eval."""
+    cfg = cfg or TrainConfig()
+    meta = data.read_meta(data_dir)
+    splits = {"train": data.load_split(data_dir, "train"), "val": data.load_split(data_dir, "val")}
+    os.makedirs(out_dir, exist_ok=True)
+    last_dir, best_dir = os.path.join(out_dir, "last"), os.path.join(out_dir, "best")
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+
+    backend.manual_seed(cfg.seed)
+    model = build_model(cfg, meta["vocab_size"])
+    opt = configure_optimizer(model, cfg)
+    batch_rng, eval_rng = np.random.default_rng(cfg.seed), np.random.default_rng(cfg.seed + 1)
+    start_iter, best_val, last_eval = 0, float("inf"), None
+
+    if resume:
+        ck = checkpoint.load_checkpoint(last_dir, model, opt)  # recovers from an interrupted save too
+        saved_cfg = TrainConfig.from_dict(ck.config["train"])
+        saved_cfg.max_iters, saved_cfg.progress = cfg.max_iters, cfg.progress
+        cfg = saved_cfg
+        st = ck.train_state
+        start_iter, best_val = st["iter"], st["best_val_loss"]
+        _set_rng_state(batch_rng, st["batch_rng"])
+        _set_rng_state(eval_rng, st["eval_rng"])
+        backend.set_rng_state(st["model_rng"])
+        _truncate_metrics(metrics_path, start_iter)
+        last_eval = st.get("eval")
+        log(f"resuming from iteration {start_iter} (best val loss {best_val:.4f})")
+    else:
+        if os.path.exists(metrics_path):
+            os.remove(metrics_path)
+        shutil.copyfile(os.path.join(data_dir, "tokenizer.json"), os.path.join(out_dir, "tokenizer.json"))
+    run_config = {"train": asdict(cfg), "model": getattr(model, "config", None) and model.config.to_dict(),
+                  "vocab_size": meta["vocab_size"], "data_dir": os.path.abspath(data_dir)}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(run_config, f, indent=2)
+
+    def save(path, it, evaluated):
+        state = {"iter": it, "best_val_loss": best_val, "batch_rng": _rng_state(batch_rng),
+                 "eval_rng": _rng_state(eval_rng), "model_rng": backend.get_rng_state(), "eval": evaluated}
+        checkpoint.save_checkpoint(path, model, opt, config=run_config, train_state=state)
+
+    bar = _progress(start_iter, cfg)
+    last_eval = last_eval if resume else None
+    window_t0, window_iters = time.perf_counter(), 0
+    ms_per_iter = float("nan")
+    it = start_iter
+    while True:
+        lr = learning_rate(it, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        evaluated_here = resume and it == start_iter  # the checkpoint was written right after this eval
+        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not evaluated_here:
+            losses = estimate_loss(model, splits, cfg, eval_rng)
+            last_eval = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                         "ms_per_iter": ms_per_iter}
+            _append_metrics(metrics_path, last_eval)
+            log(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if losses["val"] < best_val:
+                best_val = losses["val"]
+                save(best_dir, it, last_eval)
+            save(last_dir, it, last_eval)
+            window_t0, window_iters = time.perf_counter(), 0
+        if it >= cfg.max_iters:
+            break
+
+        x, y = data.get_batch(splits["train"], cfg.batch_size, cfg.block_size, batch_rng)
+        loss = model_loss(model, x, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            bar.close()
+            raise TrainingDiverged(f"loss became {loss_value} at iteration {it}; stopping. The last good "
+                                   f"checkpoint is kept in {last_dir}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        it += 1
+        window_iters += 1
+        ms_per_iter = 1000 * (time.perf_counter() - window_t0) / window_iters
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", ms=f"{ms_per_iter:.1f}")
+        if it % cfg.log_interval == 0 and it % cfg.eval_interval != 0:
+            _append_metrics(metrics_path, {"iter": it, "train_loss": loss_value, "val_loss": None, "lr": lr,
+                                           "ms_per_iter": ms_per_iter})
+    bar.close()
+    return last_eval
+
+
+def _progress(start, cfg):
+    from tqdm import tqdm
+    return tqdm(total=cfg.max_iters, initial=start, disable=not cfg.progress, dynamic_ncols=True, leave=True)
+
+
+def _append_metrics(path, record):
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    with open(path, "a") as f:
+        f.write(json.dumps(clean) + "\n")
+
+
+def _truncate_metrics(path, upto_iter):
+    """Drop metric lines written after the checkpoint we resume from, so the log reads as one run."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["iter"] <= upto_iter]
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_run(run_dir, which="best"):
+    """(model, tokenizer, run_config) from a run directory's ``best`` or ``last`` checkpoint."""
+    from .text import load_tokenizer
+    ck_dir = os.path.join(run_dir, which)
+    if not os.path.isdir(ck_dir):
+        raise FileNotFoundError(f"{run_dir} has no {which!r} checkpoint (is it a training run directory?)")
+    run_config = checkpoint.read_config(ck_dir)
+    cfg = TrainConfig.from_dict(run_config["train"])
+    model = build_model(cfg, run_config["vocab_size"])
+    checkpoint.load_checkpoint(ck_dir, model)
+    model.eval()
+    return model, load_tokenizer(os.path.join(run_dir, "tokenizer.json")), run_config
