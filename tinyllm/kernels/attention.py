@@ -31,6 +31,8 @@ def attention_forward(q, k, v, scale, causal=False, mask=None):
     """out = softmax(q k^T * scale + mask) v ;  lse = logsumexp of each row of the scores.
 
     A row whose keys are all masked gets output 0 and lse -inf (torch's math path gives NaN there).
+    lse is kept in float64 (only O(T) numbers): rounded to float32, a score of 1e4 would carry an
+    error of ~1e-3 into the probabilities the backward pass rebuilds from it.
     """
     xp = backend.get_array_module(q)
     s = _scores(q, k, scale, causal, mask)
@@ -39,9 +41,9 @@ def attention_forward(q, k, v, scale, causal=False, mask=None):
     p = xp.exp(s - m)  # (..., T, S)
     denom = p.sum(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lse = (m + xp.log(denom))[..., 0]  # (..., T)
+        lse = (m.astype(np.float64) + xp.log(denom.astype(np.float64)))[..., 0]  # (..., T)
         p = xp.where(denom > 0, p / denom, 0).astype(q.dtype, copy=False)
-    return p @ v, lse.astype(q.dtype, copy=False)
+    return p @ v, lse
 
 
 def attention_backward(q, k, v, out, lse, dout, scale, causal=False, mask=None):

@@ -239,6 +239,20 @@ class CrossEntropy(Function):
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _check_class_target(x, t, ignore_index, name):
+    """Class-id target of shape (N, d1, ...) for input (N, C, d1, ...), or () for input (C,)."""
+    C = x.shape[0] if x.ndim == 1 else x.shape[1]
+    expected = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+    if t.shape != expected:
+        raise ValueError(f"{name}: target of shape {t.shape} does not match input of shape "
+                         f"{x.shape} (expected target shape {expected})")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class ids, got dtype {t.dtype}")
+    bad = (t != ignore_index) & ((t < 0) | (t >= C))
+    if bad.any():
+        raise IndexError(f"{name}: target {int(t[bad].reshape(-1)[0])} is out of range for {C} classes")
+
+
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """torch's cross_entropy: ``input`` (N, C), (C,) or (N, C, d1, ...) logits; ``target`` class ids
     of shape (N,) / () / (N, d1, ...) or class probabilities of ``input``'s shape."""
@@ -258,15 +272,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         if t.shape != x.shape:
             raise ValueError(f"cross_entropy: probability target of shape {t.shape} must match input {x.shape}")
     else:
-        expected = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
-        if t.shape != expected:
-            raise ValueError(f"cross_entropy: target of shape {t.shape} does not match input of shape "
-                             f"{x.shape} (expected target shape {expected})")
-        if t.dtype.kind not in "iu":
-            raise TypeError(f"cross_entropy: target must hold integer class ids, got dtype {t.dtype}")
-        bad = (t != ignore_index) & ((t < 0) | (t >= C))
-        if bad.any():
-            raise IndexError(f"cross_entropy: target {int(t[bad].reshape(-1)[0])} is out of range for {C} classes")
+        _check_class_target(x, t, ignore_index, "cross_entropy")
     if weight is not None and tuple(weight.shape) != (C,):
         raise ValueError(f"cross_entropy: weight has shape {tuple(weight.shape)}, expected ({C},)")
     # move the class dim last and flatten: (N, C, d1, ...) -> (N*d1*..., C)
@@ -287,8 +293,14 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """torch's nll_loss on log-probabilities: -input[target], averaged as cross_entropy."""
     x = _tensor(input)
     t = _data(target)
+    t = np.asarray(t) if not hasattr(t, "dtype") else t
     xp = backend.get_array_module(x.data)
+    if x.ndim == 0:
+        raise ValueError("nll_loss: input must have a class dimension, got a 0-d tensor")
+    _check_class_target(x, t, ignore_index, "nll_loss")  # else a target of -1 would wrap to class C-1
     C = x.shape[0] if x.ndim == 1 else x.shape[1]
+    if weight is not None and tuple(weight.shape) != (C,):
+        raise ValueError(f"nll_loss: weight has shape {tuple(weight.shape)}, expected ({C},)")
     w = xp.ones(C, dtype=x.dtype) if weight is None else _data(weight).astype(x.dtype)
     t_flat = t.reshape(-1)
     logp = x.reshape(1, C) if x.ndim == 1 else (x if x.ndim == 2 else x.permute(0, *range(2, x.ndim), 1).reshape(-1, C))
