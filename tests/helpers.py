@@ -13,6 +13,8 @@ input gradient for one random upstream gradient, runs tinyllm's finite-differenc
 """
 import time
 
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 
@@ -24,6 +26,35 @@ except ImportError:  # torch is only a test oracle
     torch = None
 
 requires_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+
+# -- hypothesis strategies for shapes (small sides keep every example cheap) -------------------
+
+
+def shapes(min_dims=0, max_dims=4, min_side=1, max_side=4):
+    """One array shape, size-1 dims included."""
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+
+
+def broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4):
+    """A tuple of ``num_shapes`` shapes that broadcast together (size-1 and missing leading dims)."""
+    return hnp.mutually_broadcastable_shapes(num_shapes=num_shapes, min_dims=min_dims, max_dims=max_dims,
+                                             max_side=max_side).map(lambda b: b.input_shapes)
+
+
+def matmul_shapes(max_batch_dims=2, max_side=4):
+    """Pairs of shapes ``@`` accepts: 1-D operands and broadcast batch dims included."""
+    return hnp.mutually_broadcastable_shapes(signature="(m?,k),(k,n?)->(m?,n?)", max_dims=max_batch_dims,
+                                             max_side=max_side).map(lambda b: b.input_shapes)
+
+
+@st.composite
+def broadcastable_to(draw, shape):
+    """A shape that broadcasts *to* ``shape`` (some dims set to 1, some leading dims dropped)."""
+    drop = draw(st.integers(0, len(shape)))
+    kept = shape[drop:]
+    ones = draw(st.lists(st.booleans(), min_size=len(kept), max_size=len(kept)))
+    return tuple(1 if one else n for n, one in zip(kept, ones))
 
 # dtype -> (forward atol, forward rtol, grad atol, grad rtol), in np.testing.assert_allclose's sense
 TOLERANCES = {
@@ -39,7 +70,7 @@ def check_op(shapes_or_arrays, tl_fn, torch_fn=None, dtype=np.float64, atol=None
     """Check ``tl_fn`` against ``torch_fn`` (forward and all input gradients) and by gradcheck.
 
     shapes_or_arrays: one entry per positional argument of the op. A tuple is a shape: a uniform
-        random array in [low, high) of ``dtype``. A NumPy array is used as is (floating arrays are
+        random array in [low, high) of ``dtype``. A NumPy array (or NumPy scalar) is used as is (floating arrays are
         cast to ``dtype``; integer and bool arrays, such as indices and masks, stay as they are and
         never require grad). Anything else (a number, a slice, None) is passed unchanged to both.
     tl_fn, torch_fn: called with one Tensor (tinyllm or torch) per array entry, plus ``op_kwargs``.
@@ -93,7 +124,7 @@ def check_op(shapes_or_arrays, tl_fn, torch_fn=None, dtype=np.float64, atol=None
         start = time.perf_counter()
         torch_out = torch_fn(*torch_inputs, **op_kwargs)
         torch_outs = torch_out if isinstance(torch_out, (tuple, list)) else (torch_out,)
-        pairs = [(o, torch.from_numpy(np.ascontiguousarray(u))) for o, u in zip(torch_outs, upstream)
+        pairs = [(o, torch.from_numpy(np.array(u))) for o, u in zip(torch_outs, upstream)
                  if u is not None and isinstance(o, torch.Tensor) and o.requires_grad]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [u for _, u in pairs])
@@ -149,7 +180,8 @@ def _make_inputs(entries, dtype, low, high, rng):
     for entry, lo, hi in zip(entries, lows, highs):
         if isinstance(entry, tuple) and all(isinstance(n, (int, np.integer)) for n in entry):
             arrays.append(rng.uniform(lo, hi, size=entry).astype(dtype))
-        elif isinstance(entry, np.ndarray):
+        elif isinstance(entry, (np.ndarray, np.generic)):  # a NumPy scalar is a 0-d array here
+            entry = np.asarray(entry)
             arrays.append(entry.astype(dtype) if entry.dtype.kind == "f" else entry.copy())
         else:
             arrays.append(entry)

@@ -133,6 +133,14 @@ def test_leaf_grad_does_not_alias_the_upstream_gradient():
     np.testing.assert_array_equal(g, [1.0, 1.0])
 
 
+def test_grad_of_a_0d_leaf_is_a_0d_array():
+    w, x = _leaf(2.0), _leaf([1.0, 2.0])
+    (w * x).sum().backward()
+    assert type(w.grad) is np.ndarray and w.grad.shape == () and w.grad == 3.0
+    (w * x).sum().backward()
+    assert type(w.grad) is np.ndarray and w.grad == 6.0
+
+
 def test_backward_through_a_leaf_itself():
     x = _leaf(3.0)
     x.backward()
@@ -332,6 +340,8 @@ def test_item_numpy_and_shape_properties():
     assert x.size() == (2, 3) and x.size(-1) == 3 and x.dim() == 2 and x.numel() == 6 and len(x) == 2
     assert isinstance(x.numpy(), np.ndarray) and x.numpy() is x.data
     s = x.sum()
+    for full_reduction in (s, x.mean(), x.var(), x.max(), x[0, 1]):  # never a NumPy scalar
+        assert type(full_reduction.data) is np.ndarray and type(full_reduction.numpy()) is np.ndarray
     assert isinstance(s.item(), float) and s.item() == 15.0
     assert isinstance(tl.tensor([4]).item(), int)
     assert float(s) == 15.0

@@ -89,6 +89,8 @@ class Function:
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         ctx.needs_input_grad = needs
         out = ctx.forward(*arrays, **options)
+        if isinstance(out, np.generic):  # NumPy reductions return scalars; .data is always an array
+            out = np.asarray(out)
         requires_grad = _grad_enabled and any(needs)
         result = Tensor._wrap(out, requires_grad)
         if requires_grad:
@@ -288,7 +290,8 @@ def _accumulate_leaf_grad(node, g):
     if g.dtype != node.data.dtype or g.shape != node.data.shape:
         g = g.astype(node.data.dtype, copy=False).reshape(node.data.shape)
     if node.grad is None:
-        node.grad = g.copy()  # own the buffer: the same array may flow to several inputs
+        # own the buffer (the same array may flow to several inputs), and never keep a NumPy scalar
+        node.grad = backend.get_array_module(g).array(g, copy=True)
     else:
         node.grad += g
 

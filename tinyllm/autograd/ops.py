@@ -66,11 +66,14 @@ class PowScalar(Function):
 
     def backward(ctx, g):
         p = ctx.exponent
+        if p == 0:  # not 0 * 0^-1 = nan at a = 0; torch gives 0
+            return backend.get_array_module(g).zeros_like(g), None
         return g * (p * ctx.a ** (p - 1)), None
 
 
 class Pow(Function):
-    # d(a^b)/da = b * a^(b-1) ;  d(a^b)/db = a^b * log(a)   (0 where a == 0 and b >= 0, as torch)
+    # d(a^b)/da = b * a^(b-1)   (0 where b == 0)
+    # d(a^b)/db = a^b * log(a)   (0 where a == 0 and b >= 0), both as torch
     def forward(ctx, a, b):
         out = a ** b
         ctx.a, ctx.b, ctx.out = a, b, out
@@ -81,7 +84,8 @@ class Pow(Function):
         xp = backend.get_array_module(a)
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = unbroadcast(g * b * a ** (b - 1), a.shape)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                da = unbroadcast(g * xp.where(b == 0, 0, b * a ** (b - 1)), a.shape)
         if ctx.needs_input_grad[1]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 log_a = xp.where((a == 0) & (b >= 0), 0, out * xp.log(a))
@@ -108,10 +112,10 @@ class MatMul(Function):
         a, b = ctx.a, ctx.b
         A = a[None, :] if a.ndim == 1 else a
         B = b[:, None] if b.ndim == 1 else b
+        if b.ndim == 1:  # b first: for 1-D @ 1-D, g is 0-d and gets its axes one at a time
+            g = g[..., None]
         if a.ndim == 1:
             g = g[..., None, :]
-        if b.ndim == 1:
-            g = g[..., :, None]
         da = db = None
         if ctx.needs_input_grad[0]:
             da = unbroadcast(g @ B.swapaxes(-1, -2), A.shape).reshape(a.shape)
@@ -185,7 +189,7 @@ class Sigmoid(Function):
 class ReLU(Function):
     def forward(ctx, a):
         ctx.mask = a > 0
-        return a * ctx.mask
+        return backend.get_array_module(a).maximum(a, 0)  # not a * mask: -inf * 0 is nan
 
     def backward(ctx, g):
         return g * ctx.mask
