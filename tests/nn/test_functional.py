@@ -23,12 +23,6 @@ DTYPES = [np.float64, np.float32]
 SDPA, TSDPA = F.scaled_dot_product_attention, (TF.scaled_dot_product_attention if TF else None)
 
 
-def vec(fn):
-    """Return ``fn``'s output as a 1-d array. check_op hands torch a (1,) upstream gradient for a
-    0-d loss (np.ascontiguousarray turns 0-d into 1-d), so scalar losses are compared as (1,)."""
-    return lambda *args, **kwargs: fn(*args, **kwargs).reshape(-1)
-
-
 def both(name, **fixed):
     """The same call in tinyllm and torch: F.<name>(*args, **fixed) and TF.<name>(*args, **fixed)."""
     ours = getattr(F, name)
@@ -109,6 +103,8 @@ def test_layer_norm_int_normalized_shape_and_eps():
     ours = F.layer_norm(tl.tensor(x), 6, eps=0.5).data
     ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 0.5)
     np.testing.assert_allclose(ours, ref, rtol=1e-13)
+    np.testing.assert_allclose(F.layer_norm(tl.tensor(x), np.int64(6), eps=0.5).data, ref, rtol=1e-13)
+    assert tl.nn.LayerNorm(np.int64(6)).normalized_shape == (6,)
 
 
 # =============================================================================================
@@ -163,12 +159,12 @@ T_N = np.array([0, 3, 4, -100, 2, 3])  # one row ignored by the default ignore_i
 
 
 def _ce(**kw):
-    """(tinyllm, torch) cross_entropy(input, target[, weight], **kw), scalar losses as (1,)."""
-    return vec(lambda *a: F.cross_entropy(*a, **kw)), (vec(lambda *a: TF.cross_entropy(*a, **kw)) if TF else None)
+    """(tinyllm, torch) cross_entropy(input, target[, weight], **kw)."""
+    return (lambda *a: F.cross_entropy(*a, **kw)), ((lambda *a: TF.cross_entropy(*a, **kw)) if TF else None)
 
 
 def _nll(**kw):
-    return vec(lambda *a: F.nll_loss(*a, **kw)), (vec(lambda *a: TF.nll_loss(*a, **kw)) if TF else None)
+    return (lambda *a: F.nll_loss(*a, **kw)), ((lambda *a: TF.nll_loss(*a, **kw)) if TF else None)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -255,7 +251,7 @@ def test_gelu(dtype, approximate, kernels):
     ours, theirs = both("gelu", approximate=approximate)
     with backend.use_kernels(kernels):
         check_op([(3, 4, 5)], ours, theirs, dtype=dtype, low=-6, high=6)
-        check_op([()], vec(ours), vec(theirs), dtype=dtype)  # a 0-d input
+        check_op([()], ours, theirs, dtype=dtype)  # a 0-d input
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -442,14 +438,14 @@ dtypes = st.sampled_from(DTYPES)
 seeds = st.integers(0, 2 ** 16)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(batch=batch_dims, n_in=small, n_out=small, bias=st.booleans(), dtype=dtypes, seed=seeds)
 def test_hyp_linear(batch, n_in, n_out, bias, dtype, seed):
     shapes = [batch + (n_in,), (n_out, n_in)] + ([(n_out,)] if bias else [])
     check_op(shapes, F.linear, TF.linear if TF else None, dtype=dtype, seed=seed)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple), data=st.data(),
        name=st.sampled_from(["softmax", "log_softmax"]), dtype=dtypes, seed=seeds)
 def test_hyp_softmax_family(shape, data, name, dtype, seed):
@@ -458,16 +454,19 @@ def test_hyp_softmax_family(shape, data, name, dtype, seed):
     check_op([shape], ours, theirs, dtype=dtype, seed=seed, low=-5, high=5)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(batch=batch_dims, norm=st.lists(st.integers(1, 5), min_size=1, max_size=2).map(tuple),
        affine=st.sampled_from([(), ("w",), ("b",), ("w", "b")]), dtype=dtypes, seed=seeds)
 def test_hyp_layer_norm(batch, norm, affine, dtype, seed):
     ours, theirs = _ln(norm, affine)
-    # a normalised group of one element is (x - x) * rstd: zero, with a derivative torch and we agree on
-    check_op([batch + norm] + [norm] * len(affine), ours, theirs, dtype=dtype, seed=seed)
+    # float32: when a small group's spread is near sqrt(eps) and small against |x|, the backward's
+    # 1 - xhat^2 cancels and both libraries are only good to ~1e-3 (measured against float64 truth,
+    # torch's error and ours are alike); float64 keeps the tight tolerances and the gradcheck
+    loose = {} if dtype == np.float64 else {"grad_atol": 5e-3, "grad_rtol": 5e-3}
+    check_op([batch + norm] + [norm] * len(affine), ours, theirs, dtype=dtype, seed=seed, **loose)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 4), c=st.integers(1, 5), extra=st.lists(st.integers(1, 3), max_size=2).map(tuple),
        reduction=st.sampled_from(REDUCTIONS), smoothing=st.sampled_from([0.0, 0.1]), dtype=dtypes, seed=seeds)
 def test_hyp_cross_entropy(n, c, extra, reduction, smoothing, dtype, seed):
@@ -480,7 +479,7 @@ def test_hyp_cross_entropy(n, c, extra, reduction, smoothing, dtype, seed):
     check_op([(n, c) + extra, t], ours, theirs, dtype=dtype, seed=seed, low=-4, high=4)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(batch=batch_dims, L=st.integers(1, 5), S=st.integers(1, 5), E=st.integers(1, 4), Ev=st.integers(1, 4),
        causal=st.booleans(), dtype=dtypes, seed=seeds)
 def test_hyp_sdpa(batch, L, S, E, Ev, causal, dtype, seed):
@@ -488,15 +487,15 @@ def test_hyp_sdpa(batch, L, S, E, Ev, causal, dtype, seed):
              is_causal=causal)
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(shape=st.lists(st.integers(1, 4), max_size=3).map(tuple), approximate=st.sampled_from(["none", "tanh"]),
        dtype=dtypes, seed=seeds)
 def test_hyp_gelu(shape, approximate, dtype, seed):
     ours, theirs = both("gelu", approximate=approximate)
-    check_op([shape], vec(ours), vec(theirs), dtype=dtype, seed=seed, low=-5, high=5)
+    check_op([shape], ours, theirs, dtype=dtype, seed=seed, low=-5, high=5)
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(ids_shape=st.lists(st.integers(1, 4), min_size=1, max_size=2).map(tuple), V=st.integers(1, 6),
        D=st.integers(1, 4), dtype=dtypes, seed=seeds)
 def test_hyp_embedding(ids_shape, V, D, dtype, seed):
@@ -540,8 +539,10 @@ def test_extreme_cross_entropy(dtype, reduction):
     x = _huge_logits((5, 6))
     t = np.array([0, 1, 2, 3, 5])
     ours, theirs = _ce(reduction=reduction, label_smoothing=0.1)
-    check_op([x, t], ours, theirs, dtype=dtype)
-    check_op([x, _probs((5, 6))], ours, theirs, dtype=dtype, requires_grad=[True, False])
+    # losses of ~1e4 carry rounding of ~1e-12, which a 1e-6 step would turn into 1e-6 of noise
+    wide = {"eps": 1e-4}
+    check_op([x, t], ours, theirs, dtype=dtype, gradcheck=wide)
+    check_op([x, _probs((5, 6))], ours, theirs, dtype=dtype, requires_grad=[True, False], gradcheck=wide)
     _finite_grads(lambda z: F.cross_entropy(z, t, reduction="sum"), x, dtype=dtype)
 
 
@@ -595,7 +596,7 @@ def test_extreme_layer_norm(dtype):
 # =============================================================================================
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(shape=st.lists(st.integers(1, 9), max_size=3).map(tuple), dtype=dtypes,
        approximate=st.sampled_from(["none", "tanh"]), scale=st.sampled_from([1.0, 5.0, 1e4]),
        transpose=st.booleans(), seed=seeds)

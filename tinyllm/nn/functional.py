@@ -139,7 +139,7 @@ class LayerNorm(Function):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     x = _tensor(input)
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
     if x.shape[x.ndim - len(shape):] != shape:
         raise ValueError(f"layer_norm: normalized_shape {shape} does not match the last dims of input {x.shape}")
     for name, p in (("weight", weight), ("bias", bias)):
