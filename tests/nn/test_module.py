@@ -10,7 +10,10 @@ import tinyllm as tl
 from tinyllm import nn
 from tinyllm.nn.utils import clip_grad_norm_
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:  # torch is only the oracle: tests marked `torch` are then skipped (conftest.py)
+    torch = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -31,16 +34,6 @@ class Block(nn.Module):
         return self.ln(self.fc(x)) * self.scale
 
 
-class TorchBlock(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 3)
-        self.ln = torch.nn.LayerNorm(3)
-        self.scale = torch.nn.Parameter(torch.ones(3))
-        self.register_buffer("running", torch.zeros(3))
-        self.register_buffer("scratch", torch.zeros(2), persistent=False)
-
-
 class Tied(nn.Module):
     """An embedding and an output head sharing one weight, as GPT-2's wte / lm_head."""
 
@@ -51,12 +44,22 @@ class Tied(nn.Module):
         self.lm_head.weight = self.wte.weight
 
 
-class TorchTied(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = torch.nn.Embedding(7, 4)
-        self.lm_head = torch.nn.Linear(4, 7, bias=False)
-        self.lm_head.weight = self.wte.weight
+if torch is not None:
+    class TorchBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.ln = torch.nn.LayerNorm(3)
+            self.scale = torch.nn.Parameter(torch.ones(3))
+            self.register_buffer("running", torch.zeros(3))
+            self.register_buffer("scratch", torch.zeros(2), persistent=False)
+
+    class TorchTied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = torch.nn.Embedding(7, 4)
+            self.lm_head = torch.nn.Linear(4, 7, bias=False)
+            self.lm_head.weight = self.wte.weight
 
 
 def mlp_pair(dtype=np.float64):
@@ -76,6 +79,7 @@ def to_numpy_sd(module):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.torch
 def test_registration_names_match_torch():
     ours, theirs = Block(), TorchBlock()
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
@@ -90,6 +94,7 @@ def test_registration_names_match_torch():
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
 
 
+@pytest.mark.torch
 def test_nested_names_match_torch():
     ours = nn.Sequential(OrderedDict(enc=nn.Sequential(nn.Linear(2, 3), nn.ReLU()),
                                      heads=nn.ModuleList([nn.Linear(3, 1), nn.Linear(3, 2, bias=False)]),
@@ -103,6 +108,7 @@ def test_nested_names_match_torch():
     assert list(ours.state_dict()) == list(theirs.state_dict())
 
 
+@pytest.mark.torch
 def test_tied_weights_dedup_in_parameters_but_not_in_state_dict():
     ours, theirs = Tied(), TorchTied()
     assert ours.lm_head.weight is ours.wte.weight
@@ -186,6 +192,7 @@ def test_to_float64_casts_params_and_buffers_but_keeps_identity():
     assert all(p.dtype == np.float64 for p in m.parameters())
 
 
+@pytest.mark.torch
 def test_repr_shows_the_tree_like_torch():
     ours = nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Sequential(nn.Embedding(5, 3, padding_idx=0), nn.ReLU()),
                          nn.Tanh(), nn.Linear(4, 2, bias=False))
@@ -254,6 +261,7 @@ def test_load_state_dict_errors_name_the_keys():
         m.load_state_dict(lenient, strict=False)
 
 
+@pytest.mark.torch
 def test_torch_agrees_about_the_same_bad_state_dict():
     """Our strict/lenient verdicts match torch's on the same dict."""
     ours, theirs = Block(), TorchBlock()
@@ -266,6 +274,7 @@ def test_torch_agrees_about_the_same_bad_state_dict():
     assert list(r_ours.unexpected_keys) == list(r_theirs.unexpected_keys)
 
 
+@pytest.mark.torch
 def test_load_real_torch_mlp_state_dict_and_match_outputs_and_grads():
     tl.manual_seed(0)
     torch.manual_seed(0)
@@ -283,6 +292,7 @@ def test_load_real_torch_mlp_state_dict_and_match_outputs_and_grads():
         np.testing.assert_allclose(p.grad, grads[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.torch
 def test_torch_tensors_load_directly():
     ours, theirs = mlp_pair()
     ours.load_state_dict(theirs.state_dict())  # torch tensors, not converted
@@ -290,6 +300,7 @@ def test_torch_tensors_load_directly():
         np.testing.assert_array_equal(ours.state_dict()[k], v.numpy())
 
 
+@pytest.mark.torch
 def test_our_state_dict_loads_into_torch():
     tl.manual_seed(3)
     ours, theirs = mlp_pair()
@@ -299,6 +310,7 @@ def test_our_state_dict_loads_into_torch():
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.torch
 def test_embedding_state_dict_both_directions():
     theirs = torch.nn.Embedding(11, 5, padding_idx=2).double()
     ours = nn.Embedding(11, 5, padding_idx=2, dtype=np.float64)
@@ -328,8 +340,9 @@ def test_linear_layout_and_init_statistics():
     assert w.min() < -0.98 * bound and w.max() > 0.98 * bound  # fills the interval...
     assert abs(w.std() - bound / math.sqrt(3)) < 0.02 * bound  # ...uniformly (std of U(-a, a) is a/sqrt 3)
     assert abs(w.mean()) < 0.02 * bound
-    ref = torch.nn.Linear(fan_in, 512).weight.detach().numpy()
-    assert abs(w.std() - ref.std()) < 0.03 * bound
+    if torch is not None:
+        ref = torch.nn.Linear(fan_in, 512).weight.detach().numpy()
+        assert abs(w.std() - ref.std()) < 0.03 * bound
     assert nn.Linear(3, 2, bias=False).bias is None
     x = tl.randn(2, 5, fan_in)
     assert lin(x).shape == (2, 5, 512)
@@ -347,8 +360,7 @@ def test_embedding_and_layernorm_init():
     assert (ln.weight.data == 1).all() and (ln.bias.data == 0).all()
     assert nn.LayerNorm(4, elementwise_affine=False).weight is None
     assert nn.LayerNorm(4, bias=False).bias is None
-    assert [n for n, _ in nn.LayerNorm(4, bias=False).named_parameters()] == \
-           [n for n, _ in torch.nn.LayerNorm(4, bias=False).named_parameters()]
+    assert [n for n, _ in nn.LayerNorm(4, bias=False).named_parameters()] == ["weight"]
 
 
 def test_init_is_reproducible_with_manual_seed():
@@ -366,6 +378,7 @@ def test_init_is_reproducible_with_manual_seed():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.torch
 def test_sequential_like_torch():
     ours = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     theirs = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
@@ -424,6 +437,7 @@ def _grad_pairs(scale, seed=0):
     return ours, theirs
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])
 @pytest.mark.parametrize("scale,max_norm", [(1.0, 0.5), (1e-3, 1.0)])  # clipped, and not clipped
 def test_clip_grad_norm_matches_torch(norm_type, scale, max_norm):
