@@ -123,17 +123,20 @@ def check_op(shapes_or_arrays, tl_fn, torch_fn=None, dtype=np.float64, atol=None
         torch_inputs = _torch_inputs(arrays, wants)
         start = time.perf_counter()
         torch_out = torch_fn(*torch_inputs, **op_kwargs)
-        torch_outs = torch_out if isinstance(torch_out, (tuple, list)) else (torch_out,)
-        pairs = [(o, torch.from_numpy(np.array(u))) for o, u in zip(torch_outs, upstream)
-                 if u is not None and isinstance(o, torch.Tensor) and o.requires_grad]
-        if pairs:
-            torch.autograd.backward([o for o, _ in pairs], [u for _, u in pairs])
         torch_seconds = time.perf_counter() - start
-
+        torch_outs = torch_out if isinstance(torch_out, (tuple, list)) else (torch_out,)
+        # forward first: a wrong shape should be reported as such, not as torch's backward error
         assert len(tl_outs) == len(torch_outs), \
             f"{where}: tinyllm returned {len(tl_outs)} outputs, torch {len(torch_outs)}"
         for k, (o, t) in enumerate(zip(tl_outs, torch_outs)):
             _compare_output(o, t, atol, rtol, f"{where}: output {k}")
+
+        pairs = [(o, torch.from_numpy(np.array(u))) for o, u in zip(torch_outs, upstream)
+                 if u is not None and isinstance(o, torch.Tensor) and o.requires_grad]
+        start = time.perf_counter()
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [u for _, u in pairs])
+        torch_seconds += time.perf_counter() - start
         for i, (x, t, w) in enumerate(zip(tl_inputs, torch_inputs, wants)):
             if w:
                 _compare_grad(x.grad, t.grad, grad_atol, grad_rtol, f"{where}: gradient of input {i}")

@@ -321,6 +321,24 @@ def test_float_casts(dtype):
     assert x.to(dtype) is x  # a no-op cast returns the same tensor, as torch
 
 
+def test_every_backward_receives_its_gradient_in_its_output_dtype_across_casts():
+    seen = []
+
+    class Probe(tl.Function):
+        def forward(ctx, a):
+            return a * 1
+
+        def backward(ctx, g):
+            seen.append(g.dtype)
+            return g
+
+    x = _leaf([1.0, 2.0], np.float64)
+    Probe.apply(x).float().sum().backward()
+    y = _leaf([1.0, 2.0], np.float32)
+    (Probe.apply(y).double() * 2).sum().backward()
+    assert seen == [np.float64, np.float32]
+
+
 # -- the small Tensor API --------------------------------------------------------------------
 
 
