@@ -123,9 +123,10 @@ class ByteLevelBPE:
 
     # ------------------------------------------------------------------ encode
     def _bpe(self, ids):
+        return self._bpe_long(ids) if len(ids) >= _LONG_CHUNK else self._bpe_short(ids)
+
+    def _bpe_short(self, ids):
         """Merge a chunk's byte ids: lowest-rank pair first, every occurrence left to right."""
-        if len(ids) >= _LONG_CHUNK:
-            return self._bpe_long(ids)
         get, merged, inf = self._ranks.get, self._merged, float("inf")
         while len(ids) >= 2:
             pairs = list(zip(ids, ids[1:]))
