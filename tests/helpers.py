@@ -106,7 +106,8 @@ def check_op(shapes_or_arrays, tl_fn, torch_fn=None, dtype=np.float64, atol=None
     _tl_backward(tl_outs, upstream)
     tl_seconds = time.perf_counter() - start
 
-    where = f"{_name(tl_fn)} on {[_describe(a) for a in arrays]} ({dtype})"
+    kwargs_text = f" with {op_kwargs}" if op_kwargs else ""
+    where = f"{_name(tl_fn)} on {[_describe(a) for a in arrays]}{kwargs_text} ({dtype})"
     for i, (x, a, w) in enumerate(zip(tl_inputs, arrays, wants)):
         if w and any(u is not None for u in upstream):
             assert x.grad is None or isinstance(x.grad, np.ndarray), \
@@ -254,15 +255,23 @@ def _compare_grad(grad, ref, atol, rtol, where):
 
 
 def _name(fn):
+    """A readable name for the printout: the function's name, or a lambda's own source text."""
     name = getattr(fn, "__qualname__", None) or repr(fn)
-    if name.endswith("<lambda>"):
-        try:
-            import inspect
-            src = inspect.getsource(fn).strip()
-            return src[src.index("lambda"):][:60]
-        except (OSError, TypeError, ValueError):
-            pass
-    return name
+    if not name.endswith("<lambda>"):
+        return name
+    try:
+        import inspect
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return name
+    src = src[src.index("lambda"):] if "lambda" in src else src
+    depth, body = 0, src.index(":") if ":" in src else 0
+    for k, ch in enumerate(src):  # stop at the bracket or comma that closes the lambda
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0 or (ch in ",\n" and depth == 0 and k > body):
+            return src[:k].strip()[:80]
+    return src.strip()[:80]
 
 
 def _describe(a):
