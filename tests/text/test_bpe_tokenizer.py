@@ -149,6 +149,11 @@ def test_decode_of_a_cut_multibyte_character():
     assert tok.decode_bytes(ids[:1]) == b"\xc3"
 
 
+def test_lone_surrogate_error():
+    with pytest.raises(ValueError, match=r"lone surrogate U\+D800 .*no UTF-8 encoding"):
+        trained().encode("ok \ud800 no")
+
+
 @pytest.mark.parametrize("bad", [[-1], [600], [10**9]])
 def test_decode_bad_ids(bad):
     with pytest.raises(ValueError, match="out of range"):

@@ -4,17 +4,20 @@ Unicode string round-trips exactly.
 
 Training is minbpe's algorithm made incremental, so the 5 MB Shakespeare corpus trains in seconds:
 
-- The text is split once and identical chunks are counted (``Counter``): English has ~1.4 M chunks
-  per 5 MB but only ~30 k distinct ones, and all later work is per distinct chunk, weighted by count.
+- The text is split once and identical chunks are counted (``Counter``): Shakespeare has 1.2 M chunks
+  in 5 MB but only 36 k distinct ones, and all later work is per distinct chunk, weighted by count.
 - Pair counts are kept up to date instead of recounted, together with an index pair -> ids of the
   chunks that contain it. A merge touches only the chunks in its index entry: their old pairs are
   subtracted, the merge is applied, their new pairs are added.
 - The next merge is taken from a heap of ``(-count, pair)`` whose stale entries (the count has changed
   since they were pushed) are skipped when popped.
 
+On Shakespeare this trains at about 0.3-0.7 s per MB (vocab 512-1024; benchmarks/bpe_train.py), a few
+hundred times faster than the same merges found by recounting every pair before each merge.
+
 Tie-breaking: the most frequent pair wins, and among equally frequent pairs the smallest ``(a, b)``
 by token id (so byte pairs compare as bytes). This is deterministic, independent of dict order, and
-is also the rule of Hugging Face's BPE trainer. (minbpe instead takes the first pair seen, so the two
+is also the rule of Hugging Face's BPE trainer (applied to its own token ids). (minbpe instead takes the first pair seen, so the two
 can differ where counts tie.)
 
 Encoding applies the learned merges lowest rank first, each one left to right without overlap,
@@ -167,9 +170,15 @@ class ByteLevelBPE:
 
     def _encode_chunk(self, chunk):
         byte_ids = self._byte_ids
-        ids = [byte_ids[b] for b in chunk.encode("utf-8")]
+        try:
+            data = chunk.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{type(self).__name__}.encode: the text contains the lone surrogate "
+                             f"U+{ord(chunk[e.start]):04X} (in {chunk!r}), which has no UTF-8 encoding; "
+                             f"expected valid Unicode text") from None
+        ids = [byte_ids[b] for b in data]
         if None in ids:
-            b = chunk.encode("utf-8")[ids.index(None)]
+            b = data[ids.index(None)]
             raise ValueError(f"{type(self).__name__}.encode: byte 0x{b:02x} (in {chunk!r}) has no token "
                              f"in this vocabulary")
         return self._bpe(ids)
