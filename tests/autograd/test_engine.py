@@ -388,3 +388,29 @@ def test_ndarray_on_the_left_defers_to_tensor():
     assert isinstance(y, tl.Tensor) and y.requires_grad
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+
+
+def test_int_float_promotion_follows_torch():
+    assert (tl.tensor([1, 2]) / 2).dtype == np.float32  # true division of ints -> default float
+    assert (tl.tensor([1, 2]) * 2.5).dtype == np.float32
+    assert (tl.tensor([1, 2]) + tl.tensor([1.0, 2.0])).dtype == np.float32
+    assert (tl.tensor([1, 2]) * 3).dtype == np.int64
+    x = tl.Tensor(np.ones(3), requires_grad=True)  # float64
+    assert (x * tl.tensor([1, 2, 3])).dtype == np.float64
+
+
+def test_set_grad_enabled_as_a_call_and_bare_no_grad_decorator():
+    tl.set_grad_enabled(False)
+    assert not tl.is_grad_enabled()
+    tl.set_grad_enabled(True)
+    assert tl.is_grad_enabled()
+
+    @tl.no_grad
+    def double(t):
+        return t * 2
+    assert not double(tl.ones(2, requires_grad=True)).requires_grad
+    with tl.no_grad():
+        with tl.enable_grad():
+            assert tl.is_grad_enabled()
+        assert not tl.is_grad_enabled()
+    assert tl.is_grad_enabled()

@@ -18,15 +18,16 @@ def is_grad_enabled():
 
 
 class set_grad_enabled:
-    """Context manager and decorator that turns graph recording on or off."""
+    """Turn graph recording on or off: as a call (``tl.set_grad_enabled(False)``), a context manager
+    (the previous mode comes back on exit) or a decorator, as in torch."""
 
     def __init__(self, mode):
-        self.mode = bool(mode)
+        global _grad_enabled
+        self.previous, self.mode = _grad_enabled, bool(mode)
+        _grad_enabled = self.mode
 
     def __enter__(self):
-        global _grad_enabled
-        self.previous = _grad_enabled
-        _grad_enabled = self.mode
+        pass
 
     def __exit__(self, *exc):
         global _grad_enabled
@@ -34,25 +35,40 @@ class set_grad_enabled:
 
     def __call__(self, fn):
         import functools
+        mode = self.mode
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with set_grad_enabled(self.mode):  # not self.__class__: no_grad() takes no argument
+            global _grad_enabled
+            previous, _grad_enabled = _grad_enabled, mode
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                _grad_enabled = previous
 
         return wrapper
 
 
 class no_grad(set_grad_enabled):
-    """``with tl.no_grad():`` or ``@tl.no_grad()``: ops record no graph inside."""
+    """``with tl.no_grad():``, ``@tl.no_grad()`` or ``@tl.no_grad``: ops record no graph inside."""
 
-    def __init__(self):
-        super().__init__(False)
+    _mode = False
+
+    def __new__(cls, fn=None):
+        if fn is not None and callable(fn):  # used bare, as @tl.no_grad
+            return cls()(fn)
+        return super().__new__(cls)
+
+    def __init__(self, fn=None):
+        self.mode = self._mode  # the mode switches on __enter__, not at construction
+
+    def __enter__(self):
+        global _grad_enabled
+        self.previous, _grad_enabled = _grad_enabled, self.mode
 
 
-class enable_grad(set_grad_enabled):
-    def __init__(self):
-        super().__init__(True)
+class enable_grad(no_grad):
+    _mode = True
 
 
 def unbroadcast(grad, shape):

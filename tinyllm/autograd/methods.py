@@ -22,10 +22,30 @@ def as_tensor_like(x, like):
     return Tensor._wrap(xp.asarray(x))
 
 
+def _promote(a, b, true_division=False):
+    """torch's promotion where it differs from NumPy's: int meets float -> the float's dtype
+    (not float64), and true division of ints -> the default float dtype."""
+    fa, fb = backend.is_floating(a.dtype), backend.is_floating(b.dtype)
+    if fa and not fb:
+        b = Tensor._wrap(b.data.astype(a.dtype))
+    elif fb and not fa:
+        a = Tensor._wrap(a.data.astype(b.dtype))
+    elif true_division and not fa:
+        dtype = backend.get_default_dtype()
+        a, b = Tensor._wrap(a.data.astype(dtype)), Tensor._wrap(b.data.astype(dtype))
+    return a, b
+
+
 def _binary(op, swap=False):
+    true_division = op is ops.Div
+
     def method(self, other):
-        other = as_tensor_like(other, self)
-        return op.apply(other, self) if swap else op.apply(self, other)
+        a, b = (as_tensor_like(other, self), self) if swap else (self, as_tensor_like(other, self))
+        if a.dtype != b.dtype:
+            a, b = _promote(a, b)
+        elif true_division and not backend.is_floating(a.dtype):
+            a, b = _promote(a, b, true_division=True)
+        return op.apply(a, b)
     return method
 
 
