@@ -414,3 +414,10 @@ def test_set_grad_enabled_as_a_call_and_bare_no_grad_decorator():
             assert tl.is_grad_enabled()
         assert not tl.is_grad_enabled()
     assert tl.is_grad_enabled()
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+def test_non_broadcastable_shapes_name_the_op_and_both_shapes(op):
+    a, b = tl.ones(2, 3), tl.ones(4, 5)
+    with pytest.raises(ValueError, match=rf"{op}: shapes \(2, 3\) and \(4, 5\) do not broadcast"):
+        getattr(a, op)(b)

@@ -38,6 +38,7 @@ def _promote(a, b, true_division=False):
 
 def _binary(op, swap=False):
     true_division = op is ops.Div
+    name = op.__name__.lower()
 
     def method(self, other):
         a, b = (as_tensor_like(other, self), self) if swap else (self, as_tensor_like(other, self))
@@ -45,7 +46,15 @@ def _binary(op, swap=False):
             a, b = _promote(a, b)
         elif true_division and not backend.is_floating(a.dtype):
             a, b = _promote(a, b, true_division=True)
-        return op.apply(a, b)
+        try:
+            return op.apply(a, b)
+        except ValueError:
+            if op is not ops.MatMul:
+                try:
+                    np.broadcast_shapes(a.shape, b.shape)
+                except ValueError:
+                    raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast") from None
+            raise
     return method
 
 
