@@ -52,6 +52,7 @@ def build(shape, workdir):
 
 def run_hf(hf, prompt, n):
     import torch
+    torch.set_num_threads(2)  # again: numba's OpenMP pool resets the process's OpenMP thread count at start-up
     ids = torch.tensor(prompt)
     out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
                       pad_token_id=0, eos_token_id=None)

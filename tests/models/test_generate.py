@@ -27,7 +27,6 @@ def pair(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small is fastest (and least noisy) on one thread
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=V, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                                   tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -49,6 +48,9 @@ def pair(tmp_path_factory):
 
 def hf_generate(hf, prompts, **kw):
     import torch
+    # one thread: fastest for this model, and far less noisy on a busy machine. Set on every call
+    # because numba's OpenMP pool resets the process's OpenMP thread count when it starts.
+    torch.set_num_threads(1)
     ids = torch.tensor(np.atleast_2d(prompts))
     with torch.no_grad():
         out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kw)
