@@ -310,6 +310,17 @@ def test_kv_cache_equals_full_recompute(small):
     assert len(set(out[0, 5:].tolist())) > 3
 
 
+def test_cache_in_chunks_equals_one_full_forward(small):
+    """The KV cache path of GPT.forward: chunks of several tokens (masked) and single tokens (unmasked)."""
+    ids = np.random.default_rng(5).integers(0, 50, (2, 12))
+    with tl.no_grad():
+        full, _ = small(ids)
+        caches = small.new_caches()
+        parts = [small(ids[:, a:b], caches=caches)[0].data for a, b in ((0, 5), (5, 8), (8, 9), (9, 10), (10, 12))]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), full.data, rtol=1e-4, atol=1e-4)
+    assert caches[0]["k"].shape == (2, 2, 12, 16)
+
+
 def test_generation_runs_in_eval_mode_and_restores_it():
     tl.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.5))

@@ -80,9 +80,10 @@ class CausalSelfAttention(nn.Module):
                 past = cache["k"].shape[2]
                 k = cat([cache["k"], k], dim=2)
                 v = cat([cache["v"], v], dim=2)
-                # query i sits at position past + i and may see keys 0 .. past + i
-                mask = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]  # (T, past+T)
                 causal = False
+                if T > 1:  # query i sits at position past + i and may see keys 0 .. past + i
+                    mask = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]  # (T, past+T)
+                # T == 1 (a decode step): the one query sees every key, so no mask at all
             cache["k"], cache["v"] = k.detach(), v.detach()
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)  # (B, nh, T, hs)
