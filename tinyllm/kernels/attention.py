@@ -1,16 +1,29 @@
-"""Scaled dot-product attention on plain arrays: the NumPy reference twin.
+"""Scaled dot-product attention on plain arrays: the NumPy reference twin and the dispatch to the
+fused numba kernels (``flash_attention.py``).
 
 These functions know nothing of Tensor. ``forward`` returns the output and the per-row logsumexp of
 the scores; ``backward`` recomputes the probabilities from that logsumexp (as flash attention does),
-so only O(T) numbers travel from the forward to the backward pass. This reference still builds the
-full (T, S) score matrix per call; the fused numba kernels must compute the same function without it.
+so only O(T) numbers travel from the forward to the backward pass. The NumPy reference still builds
+the full (T, S) score matrix per call; the numba kernels compute the same function without it.
+
+``attention_forward`` / ``attention_backward`` pick the numba kernels when ``backend.kernels()`` is
+'numba', the arrays are NumPy float32/float64 with equal leading dims, and there is no ``mask``
+(causal or not); with a boolean or additive mask, CuPy arrays, float16 or broadcast leading dims they
+run the NumPy reference.
 
 Shapes: q (..., T, D), k (..., S, D), v (..., S, Dv); mask broadcastable to (..., T, S), either
 boolean (True = may attend) or additive floats.
 """
+import importlib.util
+
 import numpy as np
 
 from .. import backend
+from .flash_attention import flash_attention_backward as attention_backward_numba
+from .flash_attention import flash_attention_forward as attention_forward_numba
+
+# numba's np.dot (the tile products) needs scipy's BLAS; without it we stay on the NumPy reference.
+_HAVE_SCIPY = importlib.util.find_spec("scipy") is not None
 
 
 def _scores(q, k, scale, causal, mask):
@@ -27,7 +40,7 @@ def _scores(q, k, scale, causal, mask):
     return s
 
 
-def attention_forward(q, k, v, scale, causal=False, mask=None):
+def attention_forward_numpy(q, k, v, scale, causal=False, mask=None):
     """out = softmax(q k^T * scale + mask) v ;  lse = logsumexp of each row of the scores.
 
     A row whose keys are all masked gets output 0 and lse -inf (torch's math path gives NaN there).
@@ -46,8 +59,8 @@ def attention_forward(q, k, v, scale, causal=False, mask=None):
     return p @ v, lse
 
 
-def attention_backward(q, k, v, out, lse, dout, scale, causal=False, mask=None):
-    """Gradients of attention_forward.
+def attention_backward_numpy(q, k, v, out, lse, dout, scale, causal=False, mask=None):
+    """Gradients of attention_forward_numpy.
 
     With P = softmax(S), O = P V:   dV = P^T dO,   dP = dO V^T,
     dS = P * (dP - rowsum(dO * O))  (rowsum(dO*O) = rowsum(P * dP)),   dQ = dS K scale,  dK = dS^T Q scale.
@@ -63,3 +76,25 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal=False, mask=None):
     dq = (ds @ k) * scale
     dk = (ds.swapaxes(-1, -2) @ q) * scale
     return dq, dk, dv
+
+
+# -------------------------------------------------------------------------- dispatch
+def _use_numba(q, k, v, mask):
+    return (mask is None and _HAVE_SCIPY and backend.kernels() == "numba"
+            and all(isinstance(x, np.ndarray) for x in (q, k, v))
+            and q.dtype in (np.float32, np.float64) and k.dtype == q.dtype and v.dtype == q.dtype
+            and q.ndim >= 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2])
+
+
+def attention_forward(q, k, v, scale, causal=False, mask=None):
+    """(out, lse): the numba kernel where it applies (see the module docstring), else the reference."""
+    if _use_numba(q, k, v, mask):
+        return attention_forward_numba(q, k, v, scale, causal)
+    return attention_forward_numpy(q, k, v, scale, causal, mask)
+
+
+def attention_backward(q, k, v, out, lse, dout, scale, causal=False, mask=None):
+    """(dq, dk, dv) of attention_forward, on the same kernel family as the forward would pick."""
+    if _use_numba(q, k, v, mask):
+        return attention_backward_numba(q, k, v, out, lse, dout, scale, causal)
+    return attention_backward_numpy(q, k, v, out, lse, dout, scale, causal, mask)
