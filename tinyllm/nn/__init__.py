@@ -3,3 +3,4 @@ from . import functional, init, utils
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ModuleDict, ModuleList,
                      ReLU, Sequential, Sigmoid, Tanh)
 from .module import Module, Parameter, StateDictError
+from .lstm import LSTM, LSTMCell
