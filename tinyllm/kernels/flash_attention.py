@@ -50,72 +50,31 @@ _XMAX = _F32(88.0)
 _HALF, _ONE, _ZERO = _F32(0.5), _F32(1.0), _F32(0.0)
 
 
-# ---------------------------------------------------------------------------------- row helpers
+# ---------------------------------------------------------------------------------- helpers
 @njit(cache=True)
-def _exp_row(row, n, scale, offset, ibuf, lanes, fast):
-    """row[:n] = exp(row[:n] * scale - offset) in place; returns the sum in float64.
-
-    The argument is formed in the precision of ``offset`` (float64 for the backward's logsumexp) and
-    only then rounded to the row's dtype. ``fast`` (float32 rows only) uses the polynomial exp.
-    """
+def _exp_inplace(x, n, ibuf, fast):
+    """x[:n] = exp(x[:n]); ``fast`` (float32 only) uses the polynomial exp, else math.exp."""
+    if not fast:
+        for j in range(n):
+            x[j] = math.exp(x[j])
+        return
     for j in range(n):
-        row[j] = row[j] * scale - offset
-    if fast:
-        bits = ibuf.view(np.float32)
-        for j in range(n):
-            x = min(row[j], _XMAX)
-            under = x < _XMIN  # also catches -inf (masked keys)
-            x = max(x, _XMIN)
-            k = np.floor(x * _LOG2E + _HALF)
-            r = x - k * _LN2_HI - k * _LN2_LO
-            p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r * r + r + _ONE
-            row[j] = _ZERO if under else p
-            ibuf[j] = (np.int32(k) + 127) << 23  # the bits of the float32 2^k
-        for u in range(LANES):
-            lanes[u] = 0.0
-        nv = n - n % LANES
-        for j in range(0, nv, LANES):
-            for u in range(LANES):
-                e = row[j + u] * bits[j + u]
-                row[j + u] = e
-                lanes[u] += e
-        for j in range(nv, n):
-            e = row[j] * bits[j]
-            row[j] = e
-            lanes[0] += e
-    else:
-        for u in range(LANES):
-            lanes[u] = 0.0
-        for j in range(n):
-            e = math.exp(row[j])
-            row[j] = e
-            lanes[j % LANES] += e
-    total = 0.0
-    for u in range(LANES):
-        total += lanes[u]
-    return total
-
-
-@njit(cache=True)
-def _rowmax(row, n, scale, lanes):
-    """max(row[:n] * scale) (-inf when n == 0), LANES partial maxima at a time."""
-    for u in range(LANES):
-        lanes[u] = -np.inf
-    nv = n - n % LANES
-    for j in range(0, nv, LANES):
-        for u in range(LANES):
-            lanes[u] = max(lanes[u], row[j + u] * scale)
-    m = -np.inf
-    for j in range(nv, n):
-        m = max(m, row[j] * scale)
-    for u in range(LANES):
-        m = max(m, lanes[u])
-    return m
+        t = min(x[j], _XMAX)
+        under = t < _XMIN  # also catches -inf (masked keys)
+        t = max(t, _XMIN)
+        k = np.floor(t * _LOG2E + _HALF)
+        r = t - k * _LN2_HI - k * _LN2_LO
+        p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r * r + r + _ONE
+        x[j] = _ZERO if under else p
+        ibuf[j] = (np.int32(k) + 127) << 23  # the bits of the float32 2^k
+    bits = ibuf.view(np.float32)
+    for j in range(n):
+        x[j] *= bits[j]
 
 
 @njit(cache=True)
 def _rowdot(a, b, n, lanes):
-    """sum(a[:n] * b[:n]) in float64."""
+    """sum(a[:n] * b[:n]) in float64, LANES partial sums at a time (vectorises without fastmath)."""
     for u in range(LANES):
         lanes[u] = 0.0
     nv = n - n % LANES
@@ -139,7 +98,18 @@ def _transpose_into(src, dst):
             dst[d, j] = src[j, d]
 
 
+@njit(cache=True)
+def _first_seen(j, j0, i0, br, diag):
+    """Causal: the first row of the query tile at i0 that sees key j0 + j (rows before it are masked)."""
+    if not diag:
+        return 0
+    return min(br, max(0, j0 + j - i0))
+
+
 # ---------------------------------------------------------------------------------- forward
+# Tiles are held transposed, S^T = K_j Q_i^T of shape (keys, queries): the per-query reductions of
+# the softmax (max, sum) then run down the columns, i.e. as plain vector operations over contiguous
+# rows, with no horizontal reductions in the inner loops.
 @njit(parallel=True, cache=True)
 def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse):
     # q (BH, L, D), k (BH, S, D), v (BH, S, Dv), C-contiguous; out (BH, L, Dv); lse (BH, L) float64
@@ -147,54 +117,58 @@ def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse
     S = k.shape[1]
     Dv = v.shape[2]
     nq = (L + br_max - 1) // br_max
-    # keys that any query may see: causal (top-left aligned) query i sees keys 0..i
-    s_seen = min(S, L) if causal else S
     for item in prange(BH * split):
         bh = item // split
         part = item % split
-        kt = np.empty(min(S, -(-s_seen // bc_max) * bc_max) * D, q.dtype)  # K^T by tiles: the tile at key j0 is kt[j0*D:][:D*w] as (D, w)
-        for j0 in range(0, s_seen, bc_max):
-            w = min(bc_max, S - j0)
-            _transpose_into(k[bh, j0:j0 + w], kt[j0 * D:j0 * D + D * w].reshape((D, w)))
-        s = np.empty(br_max * bc_max, q.dtype)  # scores, then probabilities, of one tile
+        qt = np.empty(D * br_max, q.dtype)  # Q_i^T (D, br)
+        st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T, of one tile (w, br)
+        ibuf = np.empty(bc_max * br_max, np.int32)
         pv = np.empty(br_max * Dv, q.dtype)
-        acc = np.empty((br_max, Dv), q.dtype)
-        m = np.empty(br_max, q.dtype)
-        alpha = np.empty(br_max, q.dtype)
-        l = np.empty(br_max, np.float64)
-        ibuf = np.empty(bc_max, np.int32)
-        lanes = np.empty(LANES, q.dtype)
-        lanes64 = np.empty(LANES, np.float64)
+        acc = np.empty((br_max, Dv), q.dtype)  # unnormalised output rows
+        m = np.empty(br_max, q.dtype)  # running max of each query row
+        mx = np.empty(br_max, q.dtype)
+        alpha = np.empty(br_max, q.dtype)  # exp(m_old - m_new)
+        l = np.empty(br_max, np.float64)  # running sum of exp(s - m)
         for it in range(part, nq, split):
             i0 = it * br_max
             br = min(br_max, L - i0)
-            qi = q[bh, i0:i0 + br]  # (br, D)
+            qtt = qt[:D * br].reshape((D, br))
+            _transpose_into(q[bh, i0:i0 + br], qtt)
             acc[:br] = 0
             m[:br] = -np.inf
             l[:br] = 0.0
             kend = min(S, i0 + br) if causal else S  # keys seen by the tile's last row
             for j0 in range(0, kend, bc_max):
-                w = min(bc_max, S - j0)
-                st = s[:br * w].reshape((br, w))
-                np.dot(qi, kt[j0 * D:j0 * D + D * w].reshape((D, w)), st)  # (br, w)
+                w = min(bc_max, kend - j0)
+                stt = st[:w * br].reshape((w, br))
+                np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T (w, br)
+                diag = causal and j0 + w - 1 > i0  # does the causal mask cut this tile?
+                mx[:br] = m[:br]
+                for j in range(w):
+                    rs = _first_seen(j, j0, i0, br, diag)
+                    for r in range(rs):
+                        stt[j, r] = -np.inf
+                    for r in range(rs, br):
+                        x = stt[j, r] * scale
+                        stt[j, r] = x
+                        mx[r] = max(mx[r], x)
                 for r in range(br):
-                    row = st[r]
-                    lim = min(w, i0 + r + 1 - j0) if causal else w  # keys of this tile row r sees
-                    if lim < 0:
-                        lim = 0
-                    m_new = max(m[r], _rowmax(row, lim, scale, lanes))
-                    if m_new == -np.inf:  # no key seen yet: the row stays empty
-                        row[:] = 0
-                        alpha[r] = 1
-                        continue
-                    alpha[r] = math.exp(m[r] - m_new)
-                    # same rounding of row * scale as in _rowmax, so every argument is <= 0
-                    l[r] = l[r] * alpha[r] + _exp_row(row, lim, scale, m_new, ibuf, lanes64, fast)
-                    m[r] = m_new
-                    for j in range(lim, w):
-                        row[j] = 0
+                    if mx[r] == -np.inf:  # no key seen yet (not reachable without a mask): stay empty
+                        mx[r] = 0
+                    alpha[r] = m[r] - mx[r]
+                _exp_inplace(alpha, br, ibuf, fast)
+                for j in range(w):
+                    for r in range(br):
+                        stt[j, r] -= mx[r]
+                _exp_inplace(st, w * br, ibuf, fast)  # P^T, unnormalised
+                for r in range(br):
+                    l[r] *= alpha[r]
+                    m[r] = mx[r]
+                for j in range(w):
+                    for r in range(br):
+                        l[r] += stt[j, r]
                 pvt = pv[:br * Dv].reshape((br, Dv))
-                np.dot(st, v[bh, j0:j0 + w], pvt)  # (br, Dv)
+                np.dot(stt.T, v[bh, j0:j0 + w], pvt)  # P V (br, Dv)
                 for r in range(br):
                     a = alpha[r]
                     for e in range(Dv):
@@ -214,7 +188,9 @@ def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse
 # With P = softmax(S), O = P V and D_i = rowsum(dO_i * O_i) (= rowsum(P_i * dP_i)):
 #   dV = P^T dO,   dP = dO V^T,   dS = P * (dP - D),   dQ = dS K scale,   dK = dS^T Q scale.
 # Outer loop over key tiles (dK_j, dV_j accumulate in place), inner over the query tiles that see
-# them; dQ_i accumulates across key tiles into the item's own dQ.
+# them; dQ_i accumulates across key tiles into the item's own dQ. Tiles are transposed as in the
+# forward (P^T, dS^T of shape (keys, queries)), so with Q^T and dO^T kept per (b, h) every product
+# is a BLAS NN or TN one.
 @njit(parallel=True, cache=True)
 def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv):
     # q, dq (BH, L, D); k, dk (BH, S, D); v, dv (BH, S, Dv); out, dout (BH, L, Dv); lse (BH, L)
@@ -228,16 +204,20 @@ def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max,
         part = item % split
         dqp = dq[part, bh]  # (L, D)
         lanes = np.empty(LANES, np.float64)
-        drow = np.empty(L, np.float64)  # D_i
+        drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
         for i in range(L):
             drow[i] = _rowdot(dout[bh, i], out[bh, i], Dv, lanes)
-        kt = np.empty(D * bc_max, q.dtype)
-        vt = np.empty(Dv * bc_max, q.dtype)
-        s = np.empty(br_max * bc_max, q.dtype)  # scores, then P
-        dp = np.empty(br_max * bc_max, q.dtype)  # dP, then dS
+        qt = np.empty(L * D, q.dtype)  # Q^T by query tiles: the tile at i0 is qt[i0*D:][:D*br] as (D, br)
+        dot = np.empty(L * Dv, q.dtype)  # dO^T likewise
+        for i0 in range(0, L, br_max):
+            br = min(br_max, L - i0)
+            _transpose_into(q[bh, i0:i0 + br], qt[i0 * D:(i0 + br) * D].reshape((D, br)))
+            _transpose_into(dout[bh, i0:i0 + br], dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br)))
+        st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T (w, br)
+        dp = np.empty(bc_max * br_max, q.dtype)  # dP^T, then dS^T * scale
+        ibuf = np.empty(bc_max * br_max, np.int32)
         tmp = np.empty(bc_max * max(D, Dv), q.dtype)
         tmpq = np.empty(br_max * D, q.dtype)
-        ibuf = np.empty(bc_max, np.int32)
         for jt in range(part, nk, split):
             j0 = jt * bc_max
             w = min(bc_max, S - j0)
@@ -245,52 +225,46 @@ def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max,
                 continue
             kj = k[bh, j0:j0 + w]  # (w, D)
             vj = v[bh, j0:j0 + w]  # (w, Dv)
-            ktj = kt[:D * w].reshape((D, w))
-            vtj = vt[:Dv * w].reshape((Dv, w))
-            _transpose_into(kj, ktj)
-            _transpose_into(vj, vtj)
             dkj = dk[bh, j0:j0 + w]
             dvj = dv[bh, j0:j0 + w]
             i_first = (j0 // br_max) * br_max if causal else 0  # rows i >= j0 see key j0
             for i0 in range(i_first, L, br_max):
                 br = min(br_max, L - i0)
-                qi = q[bh, i0:i0 + br]  # (br, D)
-                doi = dout[bh, i0:i0 + br]  # (br, Dv)
-                st = s[:br * w].reshape((br, w))
-                np.dot(qi, ktj, st)  # S (br, w)
-                for r in range(br):
-                    row = st[r]
-                    lim = min(w, i0 + r + 1 - j0) if causal else w
-                    if lim < 0:
-                        lim = 0
-                    lse_r = lse[bh, i0 + r]
-                    if lse_r == -np.inf:
-                        row[:] = 0
-                        continue
-                    _exp_row(row, lim, scale, lse_r, ibuf, lanes, fast)  # P = exp(S scale - lse)
-                    for j in range(lim, w):
-                        row[j] = 0
+                qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
+                dott = dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br))
+                lse_i = lse[bh, i0:i0 + br]
+                d_i = drow[i0:i0 + br]
+                stt = st[:w * br].reshape((w, br))
+                np.dot(kj, qtt, stt)  # S^T (w, br)
+                diag = causal and j0 + w - 1 > i0
+                for j in range(w):
+                    rs = _first_seen(j, j0, i0, br, diag)
+                    for r in range(rs):
+                        stt[j, r] = -np.inf
+                    for r in range(rs, br):
+                        # s * scale - lse formed in float64, then rounded: exact for large logits
+                        stt[j, r] = stt[j, r] * scale - lse_i[r]
+                _exp_inplace(st, w * br, ibuf, fast)  # P^T (w, br)
                 dvt = tmp[:w * Dv].reshape((w, Dv))
-                np.dot(st.T, doi, dvt)  # P^T dO (w, Dv)
+                np.dot(stt, dout[bh, i0:i0 + br], dvt)  # P^T dO (w, Dv)
                 for a in range(w):
                     for e in range(Dv):
                         dvj[a, e] += dvt[a, e]
-                dpt = dp[:br * w].reshape((br, w))
-                np.dot(doi, vtj, dpt)  # dP = dO V^T (br, w)
-                for r in range(br):
-                    di = drow[i0 + r]
-                    for j in range(w):
-                        dpt[r, j] = st[r, j] * (dpt[r, j] - di) * scale  # dS * scale
-                dqt = tmpq[:br * D].reshape((br, D))
-                np.dot(dpt, kj, dqt)  # dS K (br, D)
-                for r in range(br):
-                    for d in range(D):
-                        dqp[i0 + r, d] += dqt[r, d]
+                dpt = dp[:w * br].reshape((w, br))
+                np.dot(vj, dott, dpt)  # dP^T = V dO^T (w, br)
+                for j in range(w):
+                    for r in range(br):
+                        dpt[j, r] = stt[j, r] * (dpt[j, r] - d_i[r]) * scale  # dS^T * scale
                 dkt = tmp[:w * D].reshape((w, D))
-                np.dot(dpt.T, qi, dkt)  # dS^T Q (w, D)
+                np.dot(dpt, q[bh, i0:i0 + br], dkt)  # dS^T Q (w, D)
                 for a in range(w):
                     for d in range(D):
                         dkj[a, d] += dkt[a, d]
+                dqt = tmpq[:br * D].reshape((br, D))
+                np.dot(dpt.T, kj, dqt)  # dS K (br, D)
+                for r in range(br):
+                    for d in range(D):
+                        dqp[i0 + r, d] += dqt[r, d]
 
 
 # ---------------------------------------------------------------------------------- wrappers
@@ -303,15 +277,15 @@ def _threads():
 
 
 def _split(bh, n_tiles):
-    """Work items per (b, h): 1 when B*H alone spreads evenly over the threads."""
+    """Work items per (b, h): the fewest that give every thread the same number of items (prange
+    hands out equal runs of items), so B*H=1 on 2 threads splits in 2, B*H=32 does not split."""
     t = _threads()
-    if t <= 1 or bh % t == 0 or bh >= 4 * t:
-        return 1
-    return max(1, min(n_tiles, -(-4 * t // bh)))
+    return max(1, min(n_tiles, t // math.gcd(bh, t)))
 
 
 def _as3(x):
-    return np.ascontiguousarray(x.reshape((-1,) + x.shape[-2:]))
+    """(..., n, d) -> contiguous (prod(...), n, d)."""
+    return np.ascontiguousarray(x.reshape((math.prod(x.shape[:-2]),) + x.shape[-2:]))
 
 
 def flash_attention_forward(q, k, v, scale, causal=False):

@@ -1,0 +1,258 @@
+"""The fused numba attention kernels (tinyllm/kernels/flash_attention.py) against their NumPy twin
+(tinyllm/kernels/attention.py) on random shapes, against torch's SDPA through
+``F.scaled_dot_product_attention``, by finite differences, as plain Python (NUMBA_DISABLE_JIT=1),
+and for their O(T) memory."""
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyllm as tl
+import tinyllm.nn.functional as F
+from tinyllm import backend
+from tinyllm.kernels import attention as A
+from tinyllm.kernels import flash_attention as FA
+
+from helpers import check_op
+
+try:
+    import torch
+    TSDPA = torch.nn.functional.scaled_dot_product_attention
+except ImportError:  # torch is only the oracle
+    torch = TSDPA = None
+
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+# sides around the tile size (BR = BC = 64), T = 1, and a few in between
+SIDES = st.one_of(st.integers(1, 150), st.sampled_from([1, 2, 63, 64, 65, 127, 128, 129]))
+HEAD_DIMS = st.sampled_from([1, 7, 32, 64, 1, 7, 32, 64, 128])  # 128 now and then: it is the slow one
+
+
+def _inputs(rng, B, H, L, S, D, Dv, dtype, logits=1.0):
+    q = rng.standard_normal((B, H, L, D)) * logits
+    k = rng.standard_normal((B, H, S, D))
+    v = rng.standard_normal((B, H, S, Dv))
+    dout = rng.standard_normal((B, H, L, Dv))
+    return [x.astype(dtype) for x in (q, k, v, dout)]
+
+
+def _both(q, k, v, dout, scale, causal):
+    """((out, lse, dq, dk, dv) of the numba kernel, the same of the NumPy reference)."""
+    res = []
+    for fwd, bwd in ((A.attention_forward_numba, A.attention_backward_numba),
+                     (A.attention_forward_numpy, A.attention_backward_numpy)):
+        out, lse = fwd(q, k, v, scale, causal)
+        res.append((out, lse) + tuple(bwd(q, k, v, out, lse, dout, scale, causal)))
+    return res
+
+
+def _assert_close(ours, ref, q, k, v, dout, scale, tol, what=""):
+    """rtol = tol, and atol = tol times the size of the terms each result sums (relative-ish: a
+    gradient that is a sum of cancelling terms is judged on the terms, not on its rounding noise)."""
+    mq, mk, mv, mdo = (float(np.abs(x).max(initial=0)) for x in (q, k, v, dout))
+    sizes = {"out": mv, "lse": 1.0, "dq": abs(scale) * mdo * mv * mk, "dk": abs(scale) * mdo * mv * mq,
+             "dv": mdo}
+    for name, a, b in zip(sizes, ours, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype, f"{what}{name}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}"
+        atol = tol * max(sizes[name], 1e-30)
+        if name == "lse":
+            atol = tol * max(1.0, float(np.abs(b[np.isfinite(b)]).max(initial=0)))
+        np.testing.assert_allclose(a, b, rtol=tol, atol=atol, err_msg=f"{what}{name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# numba twin == NumPy twin
+# ---------------------------------------------------------------------------------------------
+@settings(deadline=None)
+@given(B=st.integers(1, 2), H=st.integers(1, 3), L=SIDES, S=SIDES, D=HEAD_DIMS, Dv=HEAD_DIMS,
+       causal=st.booleans(), dtype=st.sampled_from([np.float64, np.float32]),
+       scale=st.sampled_from([None, None, 0.05, 1.7, -0.5]), large=st.booleans(), seed=st.integers(0, 2**16))
+def test_numba_matches_numpy_twin(B, H, L, S, D, Dv, causal, dtype, scale, large, seed):
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    if large and dtype == np.float32:
+        dtype = np.float64  # float32 scores of 1e4 round by ~1e-3: see test_large_logits_float32
+    # large: q scaled so that the scores are ~ +-1e4 (softmax all but one-hot, exp underflows)
+    logits = 1e4 / (abs(scale) * math.sqrt(D)) if large else 1.0
+    q, k, v, dout = _inputs(rng, B, H, L, S, D, Dv, dtype, logits)
+    ours, ref = _both(q, k, v, dout, scale, causal)
+    for x in ours:
+        assert np.isfinite(x).all()
+    _assert_close(ours, ref, q, k, v, dout, scale, TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("L,S", [(1, 1), (63, 63), (64, 64), (65, 65), (129, 129), (1, 130), (130, 1),
+                                 (70, 200), (200, 70)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_edges(dtype, L, S, causal):
+    rng = np.random.default_rng(L * 1000 + S)
+    q, k, v, dout = _inputs(rng, 1, 3, L, S, 16, 24, dtype)  # B*H = 3: odd, so work items split
+    ours, ref = _both(q, k, v, dout, 0.25, causal)
+    _assert_close(ours, ref, q, k, v, dout, 0.25, TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_split_work_items(monkeypatch, threads):
+    """Splitting a (b, h) over several work items (query tiles in the forward, key tiles and dQ
+    copies in the backward) gives the same result; patched thread counts force every split."""
+    monkeypatch.setattr(FA, "_threads", lambda: threads)
+    rng = np.random.default_rng(threads)
+    q, k, v, dout = _inputs(rng, 1, 2, 300, 260, 8, 8, np.float64)
+    for causal in (False, True):
+        ours, ref = _both(q, k, v, dout, 0.3, causal)
+        _assert_close(ours, ref, q, k, v, dout, 0.3, 1e-10, f"threads={threads} causal={causal}: ")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_large_logits_float32(causal):
+    """Scores of +-1e4 in float32: finite results, and both twins within the rounding of the scores
+    (a float32 score of 1e4 is only good to ~1e-3, which moves the probabilities by as much)."""
+    rng = np.random.default_rng(1)
+    D = 32
+    q, k, v, dout = _inputs(rng, 2, 2, 100, 100, D, D, np.float32, 1e4 / math.sqrt(D) * math.sqrt(D))
+    scale = 1.0 / math.sqrt(D)
+    ours, ref = _both(q, k, v, dout, scale, causal)
+    for x in ours:
+        assert np.isfinite(x).all()
+    s_max = float(np.abs(np.einsum("bhld,bhsd->bhls", q.astype(np.float64), k.astype(np.float64))).max()) * scale
+    assert s_max > 1e4
+    np.testing.assert_allclose(ours[0], ref[0], atol=64 * np.finfo(np.float32).eps * s_max * np.abs(v).max())
+    np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6)
+
+
+def test_all_keys_masked_gives_zero_and_minus_inf():
+    """S = 0 is not reachable from F.scaled_dot_product_attention, but the kernel is total."""
+    q = np.ones((1, 2, 3, 4))
+    out, lse = A.attention_forward_numba(q, np.ones((1, 2, 0, 4)), np.ones((1, 2, 0, 5)), 1.0)
+    assert out.shape == (1, 2, 3, 5) and (out == 0).all() and (lse == -np.inf).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch
+# ---------------------------------------------------------------------------------------------
+class _Spy:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *a, **kw):
+        self.calls += 1
+        return self.fn(*a, **kw)
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    s = {name: _Spy(getattr(A, name)) for name in
+         ("attention_forward_numba", "attention_backward_numba", "attention_forward_numpy", "attention_backward_numpy")}
+    for name, spy in s.items():
+        monkeypatch.setattr(A, name, spy)
+    return s
+
+
+def _run_sdpa(dtype=np.float32, mask=None, causal=False):
+    rng = np.random.default_rng(0)
+    q, k, v = (tl.tensor(rng.standard_normal((2, 2, 9, 4)).astype(dtype), requires_grad=True) for _ in range(3))
+    F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal).sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dispatch_numba_without_mask(spies, dtype):
+    with backend.use_kernels("numba"):
+        _run_sdpa(dtype, causal=True)
+    assert spies["attention_forward_numba"].calls == 1 and spies["attention_backward_numba"].calls == 1
+    assert spies["attention_forward_numpy"].calls == 0 and spies["attention_backward_numpy"].calls == 0
+
+
+@pytest.mark.parametrize("case", ["bool mask", "float mask", "numpy kernels", "float16"])
+def test_dispatch_reference_otherwise(spies, case):
+    kernels = "numpy" if case == "numpy kernels" else "numba"
+    mask = {"bool mask": np.tril(np.ones((9, 9), bool)), "float mask": np.zeros((9, 9))}.get(case)
+    with backend.use_kernels(kernels):
+        _run_sdpa(np.float16 if case == "float16" else np.float32, mask=mask)
+    assert spies["attention_forward_numba"].calls == 0 and spies["attention_backward_numba"].calls == 0
+    assert spies["attention_forward_numpy"].calls == 1 and spies["attention_backward_numpy"].calls == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# against torch and finite differences, through F.scaled_dot_product_attention
+# ---------------------------------------------------------------------------------------------
+SDPA_CASES = [  # (q, k, v) shapes and options: tiles cut by the causal diagonal, L != S both ways
+    ([(2, 3, 70, 16), (2, 3, 70, 16), (2, 3, 70, 16)], {"is_causal": True}),
+    ([(2, 3, 70, 16), (2, 3, 70, 16), (2, 3, 70, 16)], {}),
+    ([(1, 2, 65, 8), (1, 2, 130, 8), (1, 2, 130, 5)], {"is_causal": True}),
+    ([(1, 2, 130, 8), (1, 2, 65, 8), (1, 2, 65, 5)], {"is_causal": True, "scale": 0.7}),
+    ([(3, 129, 32), (3, 100, 32), (3, 100, 7)], {"scale": -0.2}),
+    ([(1, 1, 1, 4), (1, 1, 1, 4), (1, 1, 1, 4)], {"is_causal": True}),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shapes,options", SDPA_CASES)
+def test_sdpa_numba_vs_torch(dtype, shapes, options):
+    """Forward and gradients vs torch's SDPA (float64: 1e-7 / 1e-6), plus a float64 gradcheck."""
+    with backend.use_kernels("numba"):
+        check_op(shapes, F.scaled_dot_product_attention, TSDPA, dtype=dtype, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# plain Python and memory
+# ---------------------------------------------------------------------------------------------
+def test_runs_as_plain_python_under_disable_jit():
+    code = textwrap.dedent("""
+        import numpy as np
+        from numba import config
+        assert config.DISABLE_JIT
+        from tinyllm.kernels import attention as A
+        rng = np.random.default_rng(0)
+        for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+            q, k, v, do = (rng.standard_normal(s).astype(dtype) for s in [(1, 1, 70, 3), (1, 1, 66, 3), (1, 1, 66, 2), (1, 1, 70, 2)])
+            for causal in (False, True):
+                o, l = A.attention_forward_numba(q, k, v, 0.5, causal)
+                g = A.attention_backward_numba(q, k, v, o, l, do, 0.5, causal)
+                o2, l2 = A.attention_forward_numpy(q, k, v, 0.5, causal)
+                g2 = A.attention_backward_numpy(q, k, v, o2, l2, do, 0.5, causal)
+                for a, b in zip((o, l) + tuple(g), (o2, l2) + tuple(g2)):
+                    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
+
+
+def _peak_bytes(T, D=64, causal=True):
+    """Peak bytes allocated (tracemalloc sees NumPy's and numba's allocations) by numba forward +
+    backward at B=1, H=1, beyond the inputs."""
+    rng = np.random.default_rng(0)
+    q, k, v, dout = _inputs(rng, 1, 1, T, T, D, D, np.float32)
+    out, lse = A.attention_forward_numba(q[..., :64, :], k[..., :64, :], v[..., :64, :], 0.125, causal)  # compiled
+    tracemalloc.start()
+    try:
+        out, lse = A.attention_forward_numba(q, k, v, 0.125, causal)
+        grads = A.attention_backward_numba(q, k, v, out, lse, dout, 0.125, causal)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    del out, lse, grads
+    return peak
+
+
+def test_memory_is_linear_in_T(record_property):
+    """At T=4096, D=64 a T x T float32 buffer alone would be 64 MiB; the kernels' peak extra memory
+    (outputs and gradients included) is a few T*D arrays, and doubling T doubles it."""
+    T = 4096
+    peak = _peak_bytes(T)
+    half = _peak_bytes(T // 2)
+    record_property("peak_bytes_T4096", peak)
+    print(f"numba attention fwd+bwd peak extra memory at B=H=1, T={T}, D=64 (float32): {peak / 2**20:.2f} MiB "
+          f"(T*T*4 = {T * T * 4 / 2**20:.0f} MiB); at T={T // 2}: {half / 2**20:.2f} MiB")
+    assert peak < T * T * 4 / 4
+    assert peak < 16 * T * 64 * 4  # a handful of (T, D) arrays
+    assert peak / half < 2.5  # linear, not quadratic, in T
