@@ -33,6 +33,13 @@ class TrainConfig:
     pos_encoding: str = "learned"
     activation: str = "gelu"
     tie_weights: bool = True
+    # the baselines (--model lstm|vae|ffn) also read n_embd, dropout and tie_weights (lstm)
+    hidden_size: int = 256  # LSTM width (lstm, vae); the tanh hidden layer (ffn)
+    num_layers: int = 2  # LSTM layers (lstm, vae)
+    context: int = 8  # previous tokens the feed-forward LM sees (ffn)
+    latent_size: int = 32  # z (vae)
+    kl_anneal_iters: int = 1000  # KL weight 0 -> 1 linearly over these training steps (vae)
+    word_dropout: float = 0.25  # decoder input tokens replaced by UNK in training (vae)
     # optimisation
     batch_size: int = 12
     max_iters: int = 2000
@@ -73,7 +80,20 @@ def build_model(cfg, vocab_size):
                                  n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
                                  pos_encoding=cfg.pos_encoding, tie_weights=cfg.tie_weights,
                                  activation=cfg.activation))
-    raise ValueError(f"unknown model {cfg.model!r} (available: gpt)")
+        if cfg.model == "lstm":
+            from .models import LSTMLM
+            return LSTMLM(vocab_size, n_embd=cfg.n_embd, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                          dropout=cfg.dropout, tie_weights=cfg.tie_weights)
+        if cfg.model == "vae":
+            from .models import TextVAE
+            return TextVAE(vocab_size, n_embd=cfg.n_embd, hidden_size=cfg.hidden_size, latent_size=cfg.latent_size,
+                           num_layers=cfg.num_layers, word_dropout=cfg.word_dropout,
+                           kl_anneal_iters=cfg.kl_anneal_iters, dropout=cfg.dropout)
+        if cfg.model == "ffn":
+            from .models import FeedForwardLM
+            return FeedForwardLM(vocab_size, context=cfg.context, n_embd=cfg.n_embd, hidden=cfg.hidden_size,
+                                 dropout=cfg.dropout)
+    raise ValueError(f"unknown model {cfg.model!r} (available: gpt, lstm, vae, ffn)")
 
 
 def configure_optimizer(model, cfg):
@@ -92,20 +112,30 @@ def learning_rate(it, cfg):
 
 
 def model_loss(model, x, y):
-    """The model's training loss on a batch (GPT-style ``logits, loss = model(x, y)``)."""
+    """The model's training loss on a batch (GPT-style ``logits, loss = model(x, y)``; every model here
+    has that interface: the VAE's loss is its negative ELBO per token, with its KL annealing inside)."""
     _, loss = model(x, y)
     return loss
 
 
 @no_grad()
 def estimate_loss(model, splits, cfg, rng):
-    """Mean loss over ``cfg.eval_iters`` random batches of each split, in eval mode."""
+    """Mean loss over ``cfg.eval_iters`` random batches of each split, in eval mode.
+
+    A model that reports extra statistics in ``model.last_stats`` (the VAE: ``recon`` and ``kl`` per
+    token) also gets their val-split means, under their own names, beside the ``train``/``val`` losses.
+    """
     model.eval()
     out = {}
     for name, split in splits.items():
-        losses = [model_loss(model, *data.get_batch(split, cfg.batch_size, cfg.block_size, rng)).item()
-                  for _ in range(cfg.eval_iters)]
+        losses, stats = [], []
+        for _ in range(cfg.eval_iters):
+            losses.append(model_loss(model, *data.get_batch(split, cfg.batch_size, cfg.block_size, rng)).item())
+            if getattr(model, "last_stats", None):
+                stats.append(model.last_stats)
         out[name] = float(np.mean(losses))
+        if name == "val" and stats:
+            out.update({k: float(np.mean([s[k] for s in stats])) for k in ("recon", "kl") if k in stats[0]})
     model.train()
     return out
 
@@ -175,6 +205,7 @@ def train(data_dir, out_dir, cfg=None, resume=False, log=print):
             losses = estimate_loss(model, splits, cfg, eval_rng)
             last_eval = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
                          "ms_per_iter": ms_per_iter}
+            last_eval.update({k: v for k, v in losses.items() if k not in splits})  # VAE: recon, kl
             _append_metrics(metrics_path, last_eval)
             log(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if losses["val"] < best_val:

@@ -1,2 +1,5 @@
 """Models built only from ``tinyllm.nn``."""
+from .ffn import FeedForwardLM, FeedForwardLMConfig
 from .gpt import GPT, GPTConfig
+from .lstm_lm import LSTMLM, LSTMLMConfig
+from .vae import TextVAE, TextVAEConfig

@@ -1,0 +1,83 @@
+"""Bengio et al. (2003)'s feed-forward neural language model, built only from ``tinyllm.nn``.
+
+The next token is predicted from the previous ``context`` tokens only: their embeddings are
+concatenated, go through one tanh hidden layer, then a softmax over the vocabulary:
+
+    y = lm_head(tanh(hidden([C(w_{t-n+1}), ..., C(w_t)])))
+
+``logits, loss = model(idx, targets)`` scores every position of a (B, T) window at once, like GPT.
+Positions with fewer than ``context - 1`` tokens before them in the window are padded on the left with
+a dedicated PAD token whose id is ``vocab_size`` (an extra embedding row that no real token uses), so
+padding never pretends to be text. (Bengio's optional direct input-to-output connections are left
+out, as in most re-implementations.)
+"""
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .. import nn
+from ..autograd import cat
+from .lstm_lm import lm_loss, run_in_eval_mode, sample_loop, token_ids
+
+
+@dataclass
+class FeedForwardLMConfig:
+    vocab_size: int = 84
+    context: int = 8
+    n_embd: int = 64
+    hidden: int = 512
+    dropout: float = 0.0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class FeedForwardLM(nn.Module):
+    """``logits, loss = model(idx, targets=None)``: position t sees tokens t-context+1 .. t of idx."""
+
+    def __init__(self, vocab_size, context=8, n_embd=64, hidden=512, dropout=0.0):
+        super().__init__()
+        self.config = c = FeedForwardLMConfig(vocab_size, context, n_embd, hidden, dropout)
+        for name in ("vocab_size", "context", "n_embd", "hidden"):
+            if getattr(c, name) < 1:
+                raise ValueError(f"FeedForwardLM: {name} must be positive, got {getattr(c, name)}")
+        self.pad_id = vocab_size
+        self.wte = nn.Embedding(vocab_size + 1, n_embd)  # row vocab_size is PAD
+        self.hidden = nn.Linear(context * n_embd, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.lm_head = nn.Linear(hidden, vocab_size)
+        nn.init.normal_(self.wte.weight, 0.0, 0.1)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None):
+        ids = token_ids(idx, self.config.vocab_size, "FeedForwardLM")
+        B, T = ids.shape
+        n = self.config.context
+        padded = np.concatenate([np.full((B, n - 1), self.pad_id, dtype=ids.dtype), ids], axis=1)  # (B, T+n-1)
+        e = self.wte(padded)  # (B, T+n-1, C): each token embedded once
+        # window of position t = padded[t .. t+n-1] (oldest first); concatenated: (B, T, n*C)
+        x = cat([e[:, j:j + T] for j in range(n)], dim=-1) if n > 1 else e
+        h = self.drop(self.hidden(x).tanh())  # (B, T, hidden)
+        logits = self.lm_head(h)  # (B, T, V)
+        loss = lm_loss(logits, targets, "FeedForwardLM") if targets is not None else None
+        return logits, loss
+
+    def step(self, ids, state):
+        """Decoding: the state is every token so far; only the last ``context`` of them matter."""
+        seen = ids if state is None else np.concatenate([state, ids], axis=1)
+        logits, _ = self.forward(seen[:, -self.config.context:])
+        return logits.data[:, -1], seen[:, -self.config.context:]
+
+    def generate(self, input_ids, max_new_tokens=None, do_sample=False, temperature=1.0, top_k=None, top_p=None,
+                 seed=None, **kwargs):
+        """The prompt plus new tokens (int64 (B, T + new)), ``tinyllm.generate``'s argument names."""
+        return run_in_eval_mode(self, lambda: sample_loop(
+            self.step, input_ids, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+            top_p=top_p, seed=seed, name="FeedForwardLM.generate", **kwargs))
