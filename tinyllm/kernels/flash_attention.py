@@ -9,24 +9,29 @@ Where the time goes, and why the code looks as it does:
 * The tile products (S = Q K^T, O += P V and the five products of the backward) go to BLAS through
   ``np.dot(a, b, out)`` on contiguous tiles (numba calls scipy's BLAS for it). A 64x64x64 sgemm runs
   at ~100 GFLOP/s on one Zen 4 core there, against ~45 GFLOP/s for the best hand-written numba loop
-  nest we tried (no register blocking is possible from numba). Only the non-transposed / A-transposed
-  forms are fast for such small tiles (a @ b.T is ~1.6x slower), so K and V tiles are transposed into
-  scratch once per key tile and every product is NN or TN.
-* Everything else (scale, mask, exp, row max/sum, dS = P * (dP - D)) is one short loop per row with a
-  contiguous inner loop that LLVM vectorises. Reductions (row max, row sum) keep ``LANES`` partial
-  results, so they vectorise without ``fastmath``'s reassociation (STYLE: fastmath=False).
+  nest we tried (numba cannot register-block). 64 is also the largest square tile OpenBLAS still runs
+  on the calling thread (M*N*K <= 65536*4); larger tiles make it start its own threads inside ours
+  (measured 4x slower). Only the NN and TN forms are fast for such small tiles (a @ b.T is ~1.6x
+  slower), which decides the layouts below. These products are ~70% of the time at T=1024.
+* Tiles are held transposed: S^T = K_j Q_i^T, of shape (keys, queries). The per-query reductions of
+  the softmax (running max, sum) then run down the columns, i.e. they are plain vector operations
+  over contiguous rows, and every loop over a tile has a contiguous, branch-free inner loop that LLVM
+  vectorises without ``fastmath`` (STYLE: fastmath=False). Q^T (and dO^T in the backward) are copied
+  once per query tile, with the scale folded into Q^T, so every product is NN or TN.
 * numba has no vector exp without Intel's SVML, and a scalar ``expf`` call costs ~2.6 ns; in float32
   we use our own exp (Cody-Waite reduction, cephes' degree-6 polynomial, 2^k built from its bits):
-  within 1 ulp-ish of ``np.exp`` (max relative error 8e-8) and ~0.4 ns an element. float64 keeps
-  ``math.exp``.
+  max relative error 8e-8 against ``np.exp`` and ~0.5 ns an element. float64 keeps ``math.exp``.
 * ``prange`` runs over (batch*head) x ``split`` work items. One item owns a whole (b, h) (split=1), so
-  the dQ accumulation of the backward has no races; when B*H is too small to keep every thread busy,
-  the forward splits query tiles and the backward splits key tiles over items, each backward item
-  adding into its own dQ copy (summed afterwards: O(split * T * D) memory).
+  the dQ accumulation of the backward has no races; when B*H does not spread evenly over the
+  threads, the forward splits query tiles and the backward splits key tiles over items, each
+  backward item adding into its own dQ copy (summed afterwards: O(split * T * D) memory).
 
 Precision: products and accumulators in the input dtype (as the NumPy reference and torch do), the
-row sums and the logsumexp in float64; the backward forms s*scale - lse in float64 before rounding,
-so a score of 1e4 does not cost 1e-3 of relative error in the rebuilt probabilities.
+softmax sums and the logsumexp in float64; the backward forms s*scale - lse in float64 before
+rounding, so a score of 1e4 does not cost 1e-3 of relative error in the rebuilt probabilities. The
+scores are (q*scale) k^T rather than the reference's (q k^T)*scale: one rounding apart.
+
+Memory per work item: Q^T, dO^T and D_i of its (b, h) (O(T*D)) and a few tiles; nothing O(T^2).
 """
 import math
 
@@ -35,7 +40,7 @@ from numba import njit, prange
 
 BR = 64  # query rows per tile
 BC = 64  # keys per tile
-LANES = 16  # partial results of a row reduction: one AVX-512 register of float32
+LANES = 16  # partial sums of _rowdot: one AVX-512 register of float32
 
 # float32 exp: exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two so k ln 2
 # is exact), exp(r) by cephes' expf polynomial on |r| <= ln(2)/2. Typed globals keep it in float32.
@@ -134,6 +139,9 @@ def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse
             br = min(br_max, L - i0)
             qtt = qt[:D * br].reshape((D, br))
             _transpose_into(q[bh, i0:i0 + br], qtt)
+            for d in range(D):
+                for r in range(br):
+                    qtt[d, r] *= scale  # S^T comes out scaled; the backward scales Q^T alike
             acc[:br] = 0
             m[:br] = -np.inf
             l[:br] = 0.0
@@ -141,7 +149,7 @@ def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse
             for j0 in range(0, kend, bc_max):
                 w = min(bc_max, kend - j0)
                 stt = st[:w * br].reshape((w, br))
-                np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T (w, br)
+                np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
                 diag = causal and j0 + w - 1 > i0  # does the causal mask cut this tile?
                 mx[:br] = m[:br]
                 for j in range(w):
@@ -149,9 +157,7 @@ def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse
                     for r in range(rs):
                         stt[j, r] = -np.inf
                     for r in range(rs, br):
-                        x = stt[j, r] * scale
-                        stt[j, r] = x
-                        mx[r] = max(mx[r], x)
+                        mx[r] = max(mx[r], stt[j, r])
                 for r in range(br):
                     if mx[r] == -np.inf:  # no key seen yet (not reachable without a mask): stay empty
                         mx[r] = 0
@@ -211,7 +217,11 @@ def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max,
         dot = np.empty(L * Dv, q.dtype)  # dO^T likewise
         for i0 in range(0, L, br_max):
             br = min(br_max, L - i0)
-            _transpose_into(q[bh, i0:i0 + br], qt[i0 * D:(i0 + br) * D].reshape((D, br)))
+            qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
+            _transpose_into(q[bh, i0:i0 + br], qtt)
+            for d in range(D):
+                for r in range(br):
+                    qtt[d, r] *= scale  # as in the forward, so S^T * scale is rebuilt bit for bit
             _transpose_into(dout[bh, i0:i0 + br], dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br)))
         st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T (w, br)
         dp = np.empty(bc_max * br_max, q.dtype)  # dP^T, then dS^T * scale
@@ -235,7 +245,7 @@ def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max,
                 lse_i = lse[bh, i0:i0 + br]
                 d_i = drow[i0:i0 + br]
                 stt = st[:w * br].reshape((w, br))
-                np.dot(kj, qtt, stt)  # S^T (w, br)
+                np.dot(kj, qtt, stt)  # S^T * scale (w, br)
                 diag = causal and j0 + w - 1 > i0
                 for j in range(w):
                     rs = _first_seen(j, j0, i0, br, diag)
@@ -243,7 +253,7 @@ def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max,
                         stt[j, r] = -np.inf
                     for r in range(rs, br):
                         # s * scale - lse formed in float64, then rounded: exact for large logits
-                        stt[j, r] = stt[j, r] * scale - lse_i[r]
+                        stt[j, r] = stt[j, r] - lse_i[r]
                 _exp_inplace(st, w * br, ibuf, fast)  # P^T (w, br)
                 dvt = tmp[:w * Dv].reshape((w, Dv))
                 np.dot(stt, dout[bh, i0:i0 + br], dvt)  # P^T dO (w, Dv)
