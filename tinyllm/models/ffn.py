@@ -51,7 +51,6 @@ class FeedForwardLM(nn.Module):
         self.hidden = nn.Linear(context * n_embd, hidden)
         self.drop = nn.Dropout(dropout)
         self.lm_head = nn.Linear(hidden, vocab_size)
-        nn.init.normal_(self.wte.weight, 0.0, 0.1)
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())

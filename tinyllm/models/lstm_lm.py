@@ -167,10 +167,9 @@ class LSTMLM(nn.Module):
             self.proj = nn.Linear(hidden_size, n_embd, bias=False)
             out_width = n_embd
         self.lm_head = nn.Linear(out_width, vocab_size)
-        # the PyTorch word-language-model example's init: U(-0.1, 0.1) embeddings and decoder, zero bias
-        nn.init.uniform_(self.wte.weight, -0.1, 0.1)
-        nn.init.uniform_(self.lm_head.weight, -0.1, 0.1)
-        nn.init.zeros_(self.lm_head.bias)
+        # torch's default inits (N(0, 1) embeddings). Zaremba's U(-0.1, 0.1), made for SGD at lr 1, kept
+        # AdamW 1e-3 on the unigram plateau (~3.3 nats) for hundreds of steps on Shakespeare: at step 300
+        # of a 2 x 64 model the loss was 3.31 tied / 3.16 untied, against 2.43 / 2.83 with N(0, 1).
         if tie_weights:
             self.lm_head.weight = self.wte.weight
         self.last_state = None
