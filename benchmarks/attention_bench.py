@@ -2,9 +2,10 @@
 ``scaled_dot_product_attention``; plus peak extra memory at T=4096 and the kernels' cold start.
 
 Each side runs through its own autograd (tinyllm ``F.scaled_dot_product_attention`` + ``backward``,
-torch SDPA + ``backward``), float32, 2 threads each. After a warm-up the sides alternate rep by rep,
-so machine noise hits them alike; we report medians (and the best runs). The numba kernel time alone
-(no Tensor, no autograd) is reported beside.
+torch SDPA + ``backward``), float32, 2 threads each. After a warm-up tinyllm-numba and torch alternate
+rep by rep, so machine noise hits them alike; we report medians (and the best runs). The numba kernel
+time alone (no Tensor, no autograd) is timed in the same rotation; the NumPy reference in a phase of
+its own (its O(T^2) buffers would slow whoever runs after it).
 
     python benchmarks/attention_bench.py              # markdown table
     python benchmarks/attention_bench.py --quick      # fewer reps, no cold start
@@ -100,14 +101,8 @@ def _check(torch, q, k, v, dout):
                [(out.data, pout), (tq.grad, pq.grad), (tk.grad, pk.grad), (tv.grad, pv.grad)])
 
 
-def bench_shape(shape, reps, torch=None):
-    B, H, T, D = shape
-    q, k, v, dout = _inputs(B, H, T, D)
-    sides = {"numba": _tinyllm_step(q, k, v, dout, "numba"), "kernel": _kernel_step(q, k, v, dout)}
-    if T <= NUMPY_MAX_T:
-        sides["numpy"] = _tinyllm_step(q, k, v, dout, "numpy")
-    if torch is not None:
-        sides["torch"] = _torch_step(torch, q, k, v, dout)
+def _time(sides, reps):
+    """Median-ready lists of seconds: each rep runs every side once, in turn."""
     for step in sides.values():  # warm-up: numba cache load, torch's first-call paths, page faults
         step()
         step()
@@ -117,6 +112,20 @@ def bench_shape(shape, reps, torch=None):
             t = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t)
+    return times
+
+
+def bench_shape(shape, reps, torch=None):
+    B, H, T, D = shape
+    q, k, v, dout = _inputs(B, H, T, D)
+    sides = {"numba": _tinyllm_step(q, k, v, dout, "numba"), "kernel": _kernel_step(q, k, v, dout)}
+    if torch is not None:
+        sides["torch"] = _torch_step(torch, q, k, v, dout)
+    times = _time(sides, reps)
+    # The NumPy reference runs in its own phase: alternated with the others, its O(T^2) buffers (GBs
+    # at T=1024) evict caches and page-fault fresh memory, which slowed torch's next step by up to 1.4x.
+    if T <= NUMPY_MAX_T:
+        times.update(_time({"numpy": _tinyllm_step(q, k, v, dout, "numpy")}, max(3, reps // 4)))
     row = {"shape": f"({B},{H},{T},{D})", "B": B, "H": H, "T": T, "D": D, "reps": reps}
     for name, ts in times.items():
         row[f"{name}_ms"] = round(statistics.median(ts) * 1e3, 3)
@@ -141,6 +150,11 @@ def _rss_peak_extra(fn):
             for line in f:
                 if line.startswith(key):
                     return int(line.split()[1]) * 1024
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so reuse does not hide growth
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
