@@ -52,9 +52,11 @@ def _sample(args):
     from .train import load_run
     model, tok, _ = load_run(args.run, args.checkpoint)
     prompt = tok.encode(args.prompt) if args.prompt else [0]
+    from .models import GPT
+    window = dict(crop_context=True) if isinstance(model, GPT) and args.num_beams == 1 else {}  # nanoGPT's sliding window
     out = model.generate(np.array([prompt]), max_new_tokens=args.max_new_tokens, do_sample=args.num_beams == 1
                          and not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         num_beams=args.num_beams, seed=args.seed)
+                         num_beams=args.num_beams, seed=args.seed, **window)
     start = 0 if args.prompt else 1
     print(tok.decode([int(i) for i in out[0][start:]]))
     return 0

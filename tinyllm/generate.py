@@ -179,7 +179,8 @@ def _select_cache_rows(caches, rows):
 # ---------------------------------------------------------------------------------------------
 def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=False, temperature=1.0,
              top_k=None, top_p=None, num_beams=1, no_repeat_ngram_size=0, num_return_sequences=1,
-             eos_token_id=None, pad_token_id=None, length_penalty=1.0, early_stopping=False, seed=None):
+             eos_token_id=None, pad_token_id=None, length_penalty=1.0, early_stopping=False, seed=None,
+             crop_context=False):
     """Continue ``input_ids`` (B, T) with ``model``; returns int64 (B * num_return_sequences, T_out).
 
     Hugging Face ``generate`` semantics for a decoder-only model: greedy (default), sampling
@@ -197,12 +198,21 @@ def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=F
     prompts are taken as unpadded (no attention mask, no left padding), so rows must share a length;
     sampling draws from a NumPy Generator (``seed``, else ``tinyllm.backend.rng()``), not torch's RNG.
     The model runs in eval mode under ``no_grad`` and its train/eval flags are restored afterwards.
+
+    ``crop_context=True`` (greedy and sampling only) lifts the block_size limit the way nanoGPT's
+    ``sample.py`` does: once the sequence is longer than block_size, each next token is predicted from
+    the last block_size tokens alone (a sliding window, recomputed without the cache). HF has no such
+    mode; inside block_size the two agree token for token.
     """
     ids = _as_ids(input_ids)
     B, T = ids.shape
     config = getattr(model, "config", None)
     block_size = getattr(config, "block_size", None)
-    max_length = _resolve_length(T, max_new_tokens, max_length, block_size)
+    if crop_context and num_beams != 1:
+        raise ValueError("generate: crop_context (a sliding window past block_size) supports greedy and "
+                         "sampling only, not beam search")
+    max_length = _resolve_length(T, max_new_tokens, max_length, None if crop_context else block_size)
+    window = block_size if crop_context else None
     eos = _eos_array(eos_token_id)
     if pad_token_id is None and eos is not None:
         pad_token_id = int(eos[0])  # HF: "Setting pad_token_id to eos_token_id"
@@ -218,7 +228,7 @@ def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=F
             if num_beams == 1:
                 warp = (float(temperature), top_k, top_p, 1) if do_sample else None
                 out = _greedy_or_sample(model, ids, max_length, do_sample, warp, no_repeat_ngram_size,
-                                        num_return_sequences, eos, pad_token_id, rng)
+                                        num_return_sequences, eos, pad_token_id, rng, window)
             else:
                 # HF keeps n_eos + 1 (at least 2) tokens in beam sampling's warpers
                 keep = 1 + len(eos) if eos is not None else 2
@@ -306,10 +316,14 @@ def _check_args(do_sample, temperature, top_k, top_p, num_beams, ngram, nrs, len
             raise ValueError(f"generate: top_p must be in (0, 1], got {top_p!r}")
 
 
-def _greedy_or_sample(model, ids, max_length, do_sample, warp, ngram, nrs, eos, pad, rng):
-    """HF's ``_sample``: one token per row per step; finished rows are padded with ``pad``."""
+def _greedy_or_sample(model, ids, max_length, do_sample, warp, ngram, nrs, eos, pad, rng, window=None):
+    """HF's ``_sample``: one token per row per step; finished rows are padded with ``pad``.
+
+    With a ``window`` (block_size), a sequence longer than it is fed as its last ``window`` tokens.
+    """
     caches = model.new_caches()
-    logits = _forward_last(model, ids, caches)  # prefill once per distinct prompt
+    prompt = ids if window is None else ids[:, -window:]
+    logits = _forward_last(model, prompt, caches)  # prefill once per distinct prompt
     if nrs > 1:  # HF repeat_interleaves the prompts: rows b*nrs .. b*nrs+nrs-1 share prompt b
         rows = np.repeat(np.arange(ids.shape[0]), nrs)
         ids, logits = ids[rows], logits[rows]
@@ -333,7 +347,11 @@ def _greedy_or_sample(model, ids, max_length, do_sample, warp, ngram, nrs, eos, 
             unfinished &= ~np.isin(nxt, eos)
         if cur >= max_length or not unfinished.any():
             return out[:, :cur]
-        logits = _forward_last(model, nxt[:, None], caches)
+        if window is not None and cur > window:  # the cache is full: slide, and recompute the window
+            caches = model.new_caches()
+            logits = _forward_last(model, out[:, cur - window:cur], caches)
+        else:
+            logits = _forward_last(model, nxt[:, None], caches)
 
 
 def _beam_search(model, ids, max_length, nb, do_sample, warp, ngram, nrs, eos, pad, length_penalty,

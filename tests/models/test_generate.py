@@ -342,6 +342,26 @@ def test_block_size_limits(small):
     assert generate(small, prompt).shape == (1, 32)  # default: 20 new tokens, capped at block_size
 
 
+def test_crop_context_slides_the_window_like_nanogpt(small):
+    """Past block_size (32), each token is predicted from the last 32 tokens, as nanoGPT's sample.py does."""
+    prompt = np.random.default_rng(1).integers(0, 50, (2, 40))  # already longer than block_size
+    out = generate(small, prompt, max_new_tokens=30, crop_context=True)
+    ids = prompt.copy()
+    with tl.no_grad():
+        for _ in range(30):
+            logits, _ = small(ids[:, -32:])
+            ids = np.concatenate([ids, logits.data[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(out, ids)
+    short = np.array([[1, 2, 3]])  # inside block_size the cache path is used and agrees with the default
+    np.testing.assert_array_equal(generate(small, short, max_new_tokens=29, crop_context=True),
+                                  generate(small, short, max_new_tokens=29))
+    s = generate(small, short, max_new_tokens=60, do_sample=True, seed=3, crop_context=True)
+    np.testing.assert_array_equal(s, generate(small, short, max_new_tokens=60, do_sample=True, seed=3, crop_context=True))
+    assert s.shape == (1, 63)
+    with pytest.raises(ValueError, match="beam"):
+        generate(small, short, max_new_tokens=60, num_beams=2, crop_context=True)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
     (dict(num_return_sequences=2), "num_return_sequences"),
