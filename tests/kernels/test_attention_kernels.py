@@ -99,10 +99,13 @@ def test_edges(dtype, L, S, causal):
 
 
 @pytest.mark.parametrize("threads", [1, 3, 8])
-def test_split_work_items(monkeypatch, threads):
+@pytest.mark.parametrize("driver", ["parallel", "serial"])
+def test_split_work_items(monkeypatch, threads, driver):
     """Splitting a (b, h) over several work items (query tiles in the forward, key tiles and dQ
-    copies in the backward) gives the same result; patched thread counts force every split."""
+    copies in the backward) gives the same result; patched thread counts force every split, and a
+    patched size threshold forces the parallel driver (prange) or the serial one (plain range)."""
     monkeypatch.setattr(FA, "_threads", lambda: threads)
+    monkeypatch.setattr(FA, "PARALLEL_MIN_FLOPS", 0 if driver == "parallel" else 2**62)
     rng = np.random.default_rng(threads)
     q, k, v, dout = _inputs(rng, 1, 2, 300, 260, 8, 8, np.float64)
     for causal in (False, True):
@@ -233,7 +236,9 @@ def _peak_bytes(T, D=64, causal=True):
     backward at B=1, H=1, beyond the inputs."""
     rng = np.random.default_rng(0)
     q, k, v, dout = _inputs(rng, 1, 1, T, T, D, D, np.float32)
-    out, lse = A.attention_forward_numba(q[..., :64, :], k[..., :64, :], v[..., :64, :], 0.125, causal)  # compiled
+    out, lse = A.attention_forward_numba(q, k, v, 0.125, causal)  # compile (and pick the same driver) first
+    A.attention_backward_numba(q, k, v, out, lse, dout, 0.125, causal)
+    del out, lse
     tracemalloc.start()
     try:
         out, lse = A.attention_forward_numba(q, k, v, 0.125, causal)

@@ -115,79 +115,79 @@ def _first_seen(j, j0, i0, br, diag):
 # Tiles are held transposed, S^T = K_j Q_i^T of shape (keys, queries): the per-query reductions of
 # the softmax (max, sum) then run down the columns, i.e. as plain vector operations over contiguous
 # rows, with no horizontal reductions in the inner loops.
-@njit(parallel=True, cache=True)
-def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse):
+@njit(cache=True)
+def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse):
     # q (BH, L, D), k (BH, S, D), v (BH, S, Dv), C-contiguous; out (BH, L, Dv); lse (BH, L) float64
-    BH, L, D = q.shape
+    # One work item: the query tiles part, part + split, ... of one (b, h).
+    L, D = q.shape[1], q.shape[2]
     S = k.shape[1]
     Dv = v.shape[2]
     nq = (L + br_max - 1) // br_max
-    for item in prange(BH * split):
-        bh = item // split
-        part = item % split
-        qt = np.empty(D * br_max, q.dtype)  # Q_i^T (D, br)
-        st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T, of one tile (w, br)
-        ibuf = np.empty(bc_max * br_max, np.int32)
-        pv = np.empty(br_max * Dv, q.dtype)
-        acc = np.empty((br_max, Dv), q.dtype)  # unnormalised output rows
-        m = np.empty(br_max, q.dtype)  # running max of each query row
-        mx = np.empty(br_max, q.dtype)
-        alpha = np.empty(br_max, q.dtype)  # exp(m_old - m_new)
-        l = np.empty(br_max, np.float64)  # running sum of exp(s - m)
-        for it in range(part, nq, split):
-            i0 = it * br_max
-            br = min(br_max, L - i0)
-            qtt = qt[:D * br].reshape((D, br))
-            _transpose_into(q[bh, i0:i0 + br], qtt)
-            for d in range(D):
-                for r in range(br):
-                    qtt[d, r] *= scale  # S^T comes out scaled; the backward scales Q^T alike
-            acc[:br] = 0
-            m[:br] = -np.inf
-            l[:br] = 0.0
-            kend = min(S, i0 + br) if causal else S  # keys seen by the tile's last row
-            for j0 in range(0, kend, bc_max):
-                w = min(bc_max, kend - j0)
-                stt = st[:w * br].reshape((w, br))
-                np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
-                diag = causal and j0 + w - 1 > i0  # does the causal mask cut this tile?
-                mx[:br] = m[:br]
-                for j in range(w):
-                    rs = _first_seen(j, j0, i0, br, diag)
-                    for r in range(rs):
-                        stt[j, r] = -np.inf
-                    for r in range(rs, br):
-                        mx[r] = max(mx[r], stt[j, r])
-                for r in range(br):
-                    if mx[r] == -np.inf:  # no key seen yet (not reachable without a mask): stay empty
-                        mx[r] = 0
-                    alpha[r] = m[r] - mx[r]
-                _exp_inplace(alpha, br, ibuf, fast)
-                for j in range(w):
-                    for r in range(br):
-                        stt[j, r] -= mx[r]
-                _exp_inplace(st, w * br, ibuf, fast)  # P^T, unnormalised
-                for r in range(br):
-                    l[r] *= alpha[r]
-                    m[r] = mx[r]
-                for j in range(w):
-                    for r in range(br):
-                        l[r] += stt[j, r]
-                pvt = pv[:br * Dv].reshape((br, Dv))
-                np.dot(stt.T, v[bh, j0:j0 + w], pvt)  # P V (br, Dv)
-                for r in range(br):
-                    a = alpha[r]
-                    for e in range(Dv):
-                        acc[r, e] = acc[r, e] * a + pvt[r, e]
+    bh = item // split
+    part = item % split
+    qt = np.empty(D * br_max, q.dtype)  # Q_i^T (D, br)
+    st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T, of one tile (w, br)
+    ibuf = np.empty(bc_max * br_max, np.int32)
+    pv = np.empty(br_max * Dv, q.dtype)
+    acc = np.empty((br_max, Dv), q.dtype)  # unnormalised output rows
+    m = np.empty(br_max, q.dtype)  # running max of each query row
+    mx = np.empty(br_max, q.dtype)
+    alpha = np.empty(br_max, q.dtype)  # exp(m_old - m_new)
+    l = np.empty(br_max, np.float64)  # running sum of exp(s - m)
+    for it in range(part, nq, split):
+        i0 = it * br_max
+        br = min(br_max, L - i0)
+        qtt = qt[:D * br].reshape((D, br))
+        _transpose_into(q[bh, i0:i0 + br], qtt)
+        for d in range(D):
             for r in range(br):
-                if l[r] > 0:
-                    inv = 1.0 / l[r]
-                    for e in range(Dv):
-                        out[bh, i0 + r, e] = acc[r, e] * inv
-                    lse[bh, i0 + r] = np.float64(m[r]) + math.log(l[r])
-                else:
-                    out[bh, i0 + r, :] = 0
-                    lse[bh, i0 + r] = -np.inf
+                qtt[d, r] *= scale  # S^T comes out scaled; the backward scales Q^T alike
+        acc[:br] = 0
+        m[:br] = -np.inf
+        l[:br] = 0.0
+        kend = min(S, i0 + br) if causal else S  # keys seen by the tile's last row
+        for j0 in range(0, kend, bc_max):
+            w = min(bc_max, kend - j0)
+            stt = st[:w * br].reshape((w, br))
+            np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
+            diag = causal and j0 + w - 1 > i0  # does the causal mask cut this tile?
+            mx[:br] = m[:br]
+            for j in range(w):
+                rs = _first_seen(j, j0, i0, br, diag)
+                for r in range(rs):
+                    stt[j, r] = -np.inf
+                for r in range(rs, br):
+                    mx[r] = max(mx[r], stt[j, r])
+            for r in range(br):
+                if mx[r] == -np.inf:  # no key seen yet (not reachable without a mask): stay empty
+                    mx[r] = 0
+                alpha[r] = m[r] - mx[r]
+            _exp_inplace(alpha, br, ibuf, fast)
+            for j in range(w):
+                for r in range(br):
+                    stt[j, r] -= mx[r]
+            _exp_inplace(st, w * br, ibuf, fast)  # P^T, unnormalised
+            for r in range(br):
+                l[r] *= alpha[r]
+                m[r] = mx[r]
+            for j in range(w):
+                for r in range(br):
+                    l[r] += stt[j, r]
+            pvt = pv[:br * Dv].reshape((br, Dv))
+            np.dot(stt.T, v[bh, j0:j0 + w], pvt)  # P V (br, Dv)
+            for r in range(br):
+                a = alpha[r]
+                for e in range(Dv):
+                    acc[r, e] = acc[r, e] * a + pvt[r, e]
+        for r in range(br):
+            if l[r] > 0:
+                inv = 1.0 / l[r]
+                for e in range(Dv):
+                    out[bh, i0 + r, e] = acc[r, e] * inv
+                lse[bh, i0 + r] = np.float64(m[r]) + math.log(l[r])
+            else:
+                out[bh, i0 + r, :] = 0
+                lse[bh, i0 + r] = -np.inf
 
 
 # ---------------------------------------------------------------------------------- backward
@@ -197,84 +197,124 @@ def _flash_forward(q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse
 # them; dQ_i accumulates across key tiles into the item's own dQ. Tiles are transposed as in the
 # forward (P^T, dS^T of shape (keys, queries)), so with Q^T and dO^T kept per (b, h) every product
 # is a BLAS NN or TN one.
-@njit(parallel=True, cache=True)
-def _flash_backward(q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv):
+@njit(cache=True)
+def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv):
     # q, dq (BH, L, D); k, dk (BH, S, D); v, dv (BH, S, Dv); out, dout (BH, L, Dv); lse (BH, L)
     # dq is (split, BH, L, D): one copy per split part; dk, dv zero-initialised by the caller.
-    BH, L, D = q.shape
+    # One work item: the key tiles part, part + split, ... of one (b, h).
+    L, D = q.shape[1], q.shape[2]
     S = k.shape[1]
     Dv = v.shape[2]
     nk = (S + bc_max - 1) // bc_max
-    for item in prange(BH * split):
-        bh = item // split
-        part = item % split
-        dqp = dq[part, bh]  # (L, D)
-        lanes = np.empty(LANES, np.float64)
-        drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
-        for i in range(L):
-            drow[i] = _rowdot(dout[bh, i], out[bh, i], Dv, lanes)
-        qt = np.empty(L * D, q.dtype)  # Q^T by query tiles: the tile at i0 is qt[i0*D:][:D*br] as (D, br)
-        dot = np.empty(L * Dv, q.dtype)  # dO^T likewise
-        for i0 in range(0, L, br_max):
+    bh = item // split
+    part = item % split
+    dqp = dq[part, bh]  # (L, D)
+    lanes = np.empty(LANES, np.float64)
+    drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
+    for i in range(L):
+        drow[i] = _rowdot(dout[bh, i], out[bh, i], Dv, lanes)
+    qt = np.empty(L * D, q.dtype)  # Q^T by query tiles: the tile at i0 is qt[i0*D:][:D*br] as (D, br)
+    dot = np.empty(L * Dv, q.dtype)  # dO^T likewise
+    for i0 in range(0, L, br_max):
+        br = min(br_max, L - i0)
+        qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
+        _transpose_into(q[bh, i0:i0 + br], qtt)
+        for d in range(D):
+            for r in range(br):
+                qtt[d, r] *= scale  # as in the forward, so S^T * scale is rebuilt bit for bit
+        _transpose_into(dout[bh, i0:i0 + br], dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br)))
+    st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T (w, br)
+    dp = np.empty(bc_max * br_max, q.dtype)  # dP^T, then dS^T * scale
+    ibuf = np.empty(bc_max * br_max, np.int32)
+    tmp = np.empty(bc_max * max(D, Dv), q.dtype)
+    tmpq = np.empty(br_max * D, q.dtype)
+    for jt in range(part, nk, split):
+        j0 = jt * bc_max
+        w = min(bc_max, S - j0)
+        if causal and j0 >= L:  # no query sees these keys: their gradients stay 0
+            continue
+        kj = k[bh, j0:j0 + w]  # (w, D)
+        vj = v[bh, j0:j0 + w]  # (w, Dv)
+        dkj = dk[bh, j0:j0 + w]
+        dvj = dv[bh, j0:j0 + w]
+        i_first = (j0 // br_max) * br_max if causal else 0  # rows i >= j0 see key j0
+        for i0 in range(i_first, L, br_max):
             br = min(br_max, L - i0)
             qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
-            _transpose_into(q[bh, i0:i0 + br], qtt)
-            for d in range(D):
+            dott = dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br))
+            lse_i = lse[bh, i0:i0 + br]
+            d_i = drow[i0:i0 + br]
+            stt = st[:w * br].reshape((w, br))
+            np.dot(kj, qtt, stt)  # S^T * scale (w, br)
+            diag = causal and j0 + w - 1 > i0
+            for j in range(w):
+                rs = _first_seen(j, j0, i0, br, diag)
+                for r in range(rs):
+                    stt[j, r] = -np.inf
+                for r in range(rs, br):
+                    # s * scale - lse formed in float64, then rounded: exact for large logits
+                    stt[j, r] = stt[j, r] - lse_i[r]
+            _exp_inplace(st, w * br, ibuf, fast)  # P^T (w, br)
+            dvt = tmp[:w * Dv].reshape((w, Dv))
+            np.dot(stt, dout[bh, i0:i0 + br], dvt)  # P^T dO (w, Dv)
+            for a in range(w):
+                for e in range(Dv):
+                    dvj[a, e] += dvt[a, e]
+            dpt = dp[:w * br].reshape((w, br))
+            np.dot(vj, dott, dpt)  # dP^T = V dO^T (w, br)
+            for j in range(w):
                 for r in range(br):
-                    qtt[d, r] *= scale  # as in the forward, so S^T * scale is rebuilt bit for bit
-            _transpose_into(dout[bh, i0:i0 + br], dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br)))
-        st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T (w, br)
-        dp = np.empty(bc_max * br_max, q.dtype)  # dP^T, then dS^T * scale
-        ibuf = np.empty(bc_max * br_max, np.int32)
-        tmp = np.empty(bc_max * max(D, Dv), q.dtype)
-        tmpq = np.empty(br_max * D, q.dtype)
-        for jt in range(part, nk, split):
-            j0 = jt * bc_max
-            w = min(bc_max, S - j0)
-            if causal and j0 >= L:  # no query sees these keys: their gradients stay 0
-                continue
-            kj = k[bh, j0:j0 + w]  # (w, D)
-            vj = v[bh, j0:j0 + w]  # (w, Dv)
-            dkj = dk[bh, j0:j0 + w]
-            dvj = dv[bh, j0:j0 + w]
-            i_first = (j0 // br_max) * br_max if causal else 0  # rows i >= j0 see key j0
-            for i0 in range(i_first, L, br_max):
-                br = min(br_max, L - i0)
-                qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
-                dott = dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br))
-                lse_i = lse[bh, i0:i0 + br]
-                d_i = drow[i0:i0 + br]
-                stt = st[:w * br].reshape((w, br))
-                np.dot(kj, qtt, stt)  # S^T * scale (w, br)
-                diag = causal and j0 + w - 1 > i0
-                for j in range(w):
-                    rs = _first_seen(j, j0, i0, br, diag)
-                    for r in range(rs):
-                        stt[j, r] = -np.inf
-                    for r in range(rs, br):
-                        # s * scale - lse formed in float64, then rounded: exact for large logits
-                        stt[j, r] = stt[j, r] - lse_i[r]
-                _exp_inplace(st, w * br, ibuf, fast)  # P^T (w, br)
-                dvt = tmp[:w * Dv].reshape((w, Dv))
-                np.dot(stt, dout[bh, i0:i0 + br], dvt)  # P^T dO (w, Dv)
-                for a in range(w):
-                    for e in range(Dv):
-                        dvj[a, e] += dvt[a, e]
-                dpt = dp[:w * br].reshape((w, br))
-                np.dot(vj, dott, dpt)  # dP^T = V dO^T (w, br)
-                for j in range(w):
-                    for r in range(br):
-                        dpt[j, r] = stt[j, r] * (dpt[j, r] - d_i[r]) * scale  # dS^T * scale
-                dkt = tmp[:w * D].reshape((w, D))
-                np.dot(dpt, q[bh, i0:i0 + br], dkt)  # dS^T Q (w, D)
-                for a in range(w):
-                    for d in range(D):
-                        dkj[a, d] += dkt[a, d]
-                dqt = tmpq[:br * D].reshape((br, D))
-                np.dot(dpt.T, kj, dqt)  # dS K (br, D)
-                for r in range(br):
-                    for d in range(D):
-                        dqp[i0 + r, d] += dqt[r, d]
+                    dpt[j, r] = stt[j, r] * (dpt[j, r] - d_i[r]) * scale  # dS^T * scale
+            dkt = tmp[:w * D].reshape((w, D))
+            np.dot(dpt, q[bh, i0:i0 + br], dkt)  # dS^T Q (w, D)
+            for a in range(w):
+                for d in range(D):
+                    dkj[a, d] += dkt[a, d]
+            dqt = tmpq[:br * D].reshape((br, D))
+            np.dot(dpt.T, kj, dqt)  # dS K (br, D)
+            for r in range(br):
+                for d in range(D):
+                    dqp[i0 + r, d] += dqt[r, d]
+
+
+# ---------------------------------------------------------------------------------- drivers
+# Each kernel has a parallel driver (prange over the work items) and a serial one. Small problems run
+# serially: numba's thread pool costs a barrier per call, and on 2 cores its second thread fights
+# the BLAS threads that are still spinning from the previous matmul (a recipe training step ran
+# 2.4x slower with the parallel driver everywhere). ``PARALLEL_MIN_FLOPS`` is the crossover measured
+# on 2 Zen 4 cores; benchmarks/attention_bench.py times both sides of it.
+PARALLEL_MIN_FLOPS = 2 ** 27
+
+
+@njit(parallel=True, cache=True)
+def _flash_forward_parallel(n_items, q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse):
+    for item in prange(n_items):
+        _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse)
+
+
+@njit(cache=True)
+def _flash_forward_serial(n_items, q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse):
+    for item in range(n_items):
+        _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse)
+
+
+@njit(parallel=True, cache=True)
+def _flash_backward_parallel(n_items, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max,
+                             dq, dk, dv):
+    for item in prange(n_items):
+        _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv)
+
+
+@njit(cache=True)
+def _flash_backward_serial(n_items, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max,
+                           dq, dk, dv):
+    for item in range(n_items):
+        _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv)
+
+
+def _parallel(BH, L, S, D):
+    """Worth the thread pool? ~4 BH L S D flops a pass (halved for causal: counted in full here)."""
+    return 4 * BH * L * S * D >= PARALLEL_MIN_FLOPS and _threads() > 1
 
 
 # ---------------------------------------------------------------------------------- wrappers
@@ -312,9 +352,11 @@ def flash_attention_forward(q, k, v, scale, causal=False):
             out[:] = 0
             lse[:] = -np.inf
         else:
-            split = _split(BH, -(-L // BR))
-            _flash_forward(q3, k3, v3, q.dtype.type(scale), bool(causal), split, q.dtype == np.float32,
-                           BR, BC, out, lse)
+            par = _parallel(BH, L, k3.shape[1], q3.shape[2])
+            split = _split(BH, -(-L // BR)) if par else 1
+            run = _flash_forward_parallel if par else _flash_forward_serial
+            run(BH * split, q3, k3, v3, q.dtype.type(scale), bool(causal), split, q.dtype == np.float32,
+                BR, BC, out, lse)
     return out.reshape(lead + (L, Dv)), lse.reshape(lead + (L,))
 
 
@@ -326,12 +368,14 @@ def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     do3 = np.ascontiguousarray(dout, dtype=q.dtype).reshape(o3.shape)
     lse3 = np.ascontiguousarray(lse, dtype=np.float64).reshape(o3.shape[:2])
     BH = q3.shape[0]
-    split = _split(BH, -(-S // BC)) if L and S else 1
+    par = _parallel(BH, L, S, q3.shape[2])
+    split = _split(BH, -(-S // BC)) if L and S and par else 1
     dq = np.zeros((split,) + q3.shape, q.dtype)
     dk = np.zeros(k3.shape, q.dtype)
     dv = np.zeros(v3.shape, q.dtype)
     if BH and L and S:
-        _flash_backward(q3, k3, v3, o3, lse3, do3, q.dtype.type(scale), bool(causal), split,
-                        q.dtype == np.float32, BR, BC, dq, dk, dv)
+        run = _flash_backward_parallel if par else _flash_backward_serial
+        run(BH * split, q3, k3, v3, o3, lse3, do3, q.dtype.type(scale), bool(causal), split,
+            q.dtype == np.float32, BR, BC, dq, dk, dv)
     dq = dq[0] if split == 1 else dq.sum(axis=0)
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)

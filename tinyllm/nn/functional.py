@@ -111,30 +111,24 @@ class LayerNorm(Function):
     # dxhat = dy * w
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
     # dw = sum(dy * xhat),  db = sum(dy)                                        (over the leading dims)
+    # The arithmetic is in tinyllm/kernels/layernorm.py, on x flattened to (rows, normalized size).
     def forward(ctx, x, weight, bias, n_dims, eps):
-        xp = backend.get_array_module(x)
-        axes = tuple(range(x.ndim - n_dims, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        xhat = centered * rstd
-        ctx.xhat, ctx.rstd, ctx.weight, ctx.axes = xhat, rstd, weight, axes
+        C = math.prod(x.shape[x.ndim - n_dims:])
+        x2 = x.reshape(-1, C)  # (N, C)
+        w2 = None if weight is None else weight.reshape(C)
+        b2 = None if bias is None else bias.reshape(C)
+        y, ctx.mean, ctx.rstd = kernels.layernorm.forward(x2, w2, b2, eps)
+        ctx.x2, ctx.w2, ctx.shape, ctx.wshape = x2, w2, x.shape, x.shape[x.ndim - n_dims:]
         ctx.has_bias = bias is not None
-        out = xhat * weight if weight is not None else xhat
-        if bias is not None:
-            out = out + bias
-        return out.astype(x.dtype, copy=False)
+        return y.reshape(x.shape)
 
     def backward(ctx, g):
-        xhat, axes = ctx.xhat, ctx.axes
-        lead = tuple(range(g.ndim - len(axes)))
-        dxhat = g * ctx.weight if ctx.weight is not None else g
-        dx = ctx.rstd * (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                         - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
-        dw = (g * xhat).sum(axis=lead) if ctx.weight is not None and ctx.needs_input_grad[1] else None
-        db = g.sum(axis=lead) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db
+        need_wb = ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2])
+        dx, dw, db = kernels.layernorm.backward(ctx.x2, ctx.w2, ctx.mean, ctx.rstd,
+                                                g.reshape(ctx.x2.shape), need_wb)
+        dw = dw.reshape(ctx.wshape) if ctx.w2 is not None and ctx.needs_input_grad[1] else None
+        db = db.reshape(ctx.wshape) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx.reshape(ctx.shape), dw, db
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -1,0 +1,200 @@
+"""LayerNorm forward and backward on plain (N, C) arrays: the NumPy reference twin and a fused numba one.
+
+    forward:   mean = sum(x) / C,  rstd = 1 / sqrt(sum((x - mean)^2) / C + eps)
+               xhat = (x - mean) * rstd,  y = xhat * w + b                         (per row of C)
+    backward:  dxhat = dy * w
+               dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))      (per row)
+               dw = sum over rows of dy * xhat,  db = sum over rows of dy
+
+Only ``mean`` and ``rstd`` (N numbers each) travel from the forward to the backward, which rebuilds
+xhat from x, as llm.c does. The numba twin does each row in one sweep over cached memory (statistics
+in float64 partial sums of LANES, so they vectorise without fastmath) and the backward's weight
+gradients in per-block partial sums, so rows can run in parallel without races.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .. import backend
+
+LANES = 8  # float64 partial sums: one AVX-512 register
+ROWS_PER_BLOCK = 64  # rows per work item; each block keeps its own dw/db partial sums
+PARALLEL_MIN_SIZE = 2 ** 20  # elements; smaller inputs run on one thread (see flash_attention.py)
+
+
+# -------------------------------------------------------------------------- NumPy reference twin
+def layernorm_forward_numpy(x, weight, bias, eps):
+    """(y, mean, rstd) for x (N, C); weight and bias (C,) or None. mean, rstd are float64 (N,)."""
+    xp = backend.get_array_module(x)
+    x64 = x.astype(xp.float64)
+    mean = x64.mean(axis=1)  # (N,)
+    centered = x64 - mean[:, None]
+    rstd = 1.0 / xp.sqrt((centered * centered).mean(axis=1) + eps)  # (N,)
+    y = centered * rstd[:, None]
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False), mean, rstd
+
+
+def layernorm_backward_numpy(x, weight, mean, rstd, g, need_wb=True):
+    """(dx, dw, db) of layernorm_forward_numpy; dw / db are None without weight / bias or need_wb."""
+    xp = backend.get_array_module(x)
+    xhat = (x.astype(xp.float64) - mean[:, None]) * rstd[:, None]  # (N, C)
+    g64 = g.astype(xp.float64)
+    dxhat = g64 * weight if weight is not None else g64
+    dx = rstd[:, None] * (dxhat - dxhat.mean(axis=1, keepdims=True)
+                          - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+    dw = (g64 * xhat).sum(axis=0).astype(x.dtype) if need_wb else None
+    db = g64.sum(axis=0).astype(x.dtype) if need_wb else None
+    return dx.astype(x.dtype, copy=False), dw, db
+
+
+# -------------------------------------------------------------------------- numba twin
+@njit(cache=True, error_model="numpy")
+def _row_stats(xr, eps, lanes):
+    """(mean, rstd) of one row, two passes over it in float64 partial sums."""
+    C = xr.size
+    nv = C - C % LANES
+    for u in range(LANES):
+        lanes[u] = 0.0
+    for j in range(0, nv, LANES):
+        for u in range(LANES):
+            lanes[u] += np.float64(xr[j + u])
+    s = 0.0
+    for j in range(nv, C):
+        s += np.float64(xr[j])
+    for u in range(LANES):
+        s += lanes[u]
+    mean = s / C
+    for u in range(LANES):
+        lanes[u] = 0.0
+    for j in range(0, nv, LANES):
+        for u in range(LANES):
+            d = np.float64(xr[j + u]) - mean
+            lanes[u] += d * d
+    s = 0.0
+    for j in range(nv, C):
+        d = np.float64(xr[j]) - mean
+        s += d * d
+    for u in range(LANES):
+        s += lanes[u]
+    return mean, 1.0 / math.sqrt(s / C + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_block(blk, x, w, b, eps, y, mean, rstd):
+    N = x.shape[0]
+    lanes = np.empty(LANES, np.float64)
+    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
+        m, r = _row_stats(x[i], eps, lanes)
+        mean[i] = m
+        rstd[i] = r
+        xr, yr = x[i], y[i]
+        for j in range(xr.size):
+            yr[j] = (np.float64(xr[j]) - m) * r * w[j] + b[j]
+
+
+@njit(cache=True, error_model="numpy")
+def _backward_block(blk, x, w, mean, rstd, g, dx, dw_part, db_part):
+    N, C = x.shape
+    xhat = np.empty(C, np.float64)
+    dxhat = np.empty(C, np.float64)
+    dwp, dbp = dw_part[blk], db_part[blk]  # (C,) float64 partial sums of this block
+    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
+        xr, gr, dxr = x[i], g[i], dx[i]
+        m, r = mean[i], rstd[i]
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(C):
+            xh = (np.float64(xr[j]) - m) * r
+            dh = np.float64(gr[j]) * w[j]
+            xhat[j] = xh
+            dxhat[j] = dh
+            dwp[j] += np.float64(gr[j]) * xh
+            dbp[j] += np.float64(gr[j])
+        for j in range(C):  # separate sweeps keep the loop above free of a reduction chain
+            s1 += dxhat[j]
+        for j in range(C):
+            s2 += dxhat[j] * xhat[j]
+        s1 /= C
+        s2 /= C
+        for j in range(C):
+            dxr[j] = r * (dxhat[j] - s1 - xhat[j] * s2)
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_serial(x, w, b, eps, y, mean, rstd):
+    for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _forward_block(blk, x, w, b, eps, y, mean, rstd)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _forward_parallel(x, w, b, eps, y, mean, rstd):
+    for blk in prange((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _forward_block(blk, x, w, b, eps, y, mean, rstd)
+
+
+@njit(cache=True, error_model="numpy")
+def _backward_serial(x, w, mean, rstd, g, dx, dw_part, db_part):
+    for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _backward_block(blk, x, w, mean, rstd, g, dx, dw_part, db_part)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _backward_parallel(x, w, mean, rstd, g, dx, dw_part, db_part):
+    for blk in prange((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _backward_block(blk, x, w, mean, rstd, g, dx, dw_part, db_part)
+
+
+def _n_blocks(N):
+    return (N + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+
+
+def layernorm_forward_numba(x, weight, bias, eps):
+    x = np.ascontiguousarray(x)
+    N, C = x.shape
+    w = np.ones(C, np.float64) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    b = np.zeros(C, np.float64) if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
+    y = np.empty_like(x)
+    mean = np.empty(N, np.float64)
+    rstd = np.empty(N, np.float64)
+    run = _forward_parallel if x.size >= PARALLEL_MIN_SIZE else _forward_serial
+    run(x, w, b, float(eps), y, mean, rstd)
+    return y, mean, rstd
+
+
+def layernorm_backward_numba(x, weight, mean, rstd, g, need_wb=True):
+    x = np.ascontiguousarray(x)
+    g = np.ascontiguousarray(g, dtype=x.dtype)
+    N, C = x.shape
+    w = np.ones(C, np.float64) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    dx = np.empty_like(x)
+    dw_part = np.zeros((_n_blocks(N), C), np.float64)
+    db_part = np.zeros((_n_blocks(N), C), np.float64)
+    run = _backward_parallel if x.size >= PARALLEL_MIN_SIZE else _backward_serial
+    run(x, w, mean, rstd, g, dx, dw_part, db_part)
+    if not need_wb:
+        return dx, None, None
+    return dx, dw_part.sum(axis=0).astype(x.dtype), db_part.sum(axis=0).astype(x.dtype)
+
+
+# -------------------------------------------------------------------------- dispatch
+def _use_numba(x):
+    return backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+
+
+def forward(x, weight, bias, eps):
+    """(y, mean, rstd) of LayerNorm over the last dim of x (N, C)."""
+    if _use_numba(x):
+        return layernorm_forward_numba(x, weight, bias, eps)
+    return layernorm_forward_numpy(x, weight, bias, eps)
+
+
+def backward(x, weight, mean, rstd, g, need_wb=True):
+    """(dx, dw, db) of LayerNorm, on the same kernel family as the forward would pick."""
+    if _use_numba(x):
+        return layernorm_backward_numba(x, weight, mean, rstd, g, need_wb)
+    return layernorm_backward_numpy(x, weight, mean, rstd, g, need_wb)
