@@ -1,7 +1,7 @@
 """Gradient utilities: ``clip_grad_norm_`` with torch's formula."""
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from ..autograd import Tensor
 
 
@@ -20,6 +20,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     norm_type = float(norm_type)
     if norm_type == float("inf"):
         total = max(xp.abs(g).max() for g in grads)
+    elif norm_type == 2.0:  # the common case: one fused pass per gradient
+        total = sum(kernels.norms.sum_of_squares(g) for g in grads) ** 0.5
     else:
         total = sum(float((xp.abs(g.astype(np.float64)) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
     total = float(total)

@@ -1,14 +1,6 @@
 """Adam and AdamW (decoupled weight decay), following torch's single-tensor update exactly."""
-from .. import backend
+from .. import backend, kernels
 from .optimizer import Optimizer
-
-
-def _lerp_(start, end, weight):
-    """``start += weight * (end - start)`` in place, rounded the way torch's ``lerp_`` rounds."""
-    if abs(weight) < 0.5:
-        start += weight * (end - start)
-    else:
-        start[...] = end - (end - start) * (1 - weight)
 
 
 class Adam(Optimizer):
@@ -46,7 +38,6 @@ class Adam(Optimizer):
                 if p.grad is None:
                     continue
                 xp = backend.get_array_module(p.data)
-                grad = -p.grad if group["maximize"] else p.grad
                 state = self.state[p]
                 if not state:
                     state["step"] = 0.0
@@ -55,26 +46,10 @@ class Adam(Optimizer):
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
-                step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-
-                if wd != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.data *= 1 - lr * wd
-                    else:
-                        grad = grad + wd * p.data
-                _lerp_(m, grad, 1 - beta1)
-                v *= beta2
-                v += (1 - beta2) * grad * grad
-
-                step_size = lr / (1 - beta1 ** step)
-                bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-                if group["amsgrad"]:
-                    xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                    v = state["max_exp_avg_sq"]
-                denom = xp.sqrt(v)
-                denom /= bias_correction2_sqrt
-                denom += eps
-                p.data -= step_size * m / denom
+                # the update itself (one fused pass on CPU): tinyllm/kernels/adam.py
+                kernels.adam.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                                       state.get("max_exp_avg_sq"), lr, beta1, beta2, eps, wd, state["step"],
+                                       group["decoupled_weight_decay"], group["amsgrad"], group["maximize"])
         return loss
 
 
