@@ -192,42 +192,42 @@ class CrossEntropy(Function):
     #   hard target y:  a = (1 - eps) w_y onehot(y) + (eps / C) w      (a = 0 on ignored rows)
     #   soft target t:  a = w * ((1 - eps) t + eps / C)
     # d loss / dx = p * sum(a) - a,  p = softmax(x).   'mean' divides by sum of w_y (hard) or N (soft).
+    # Hard targets run the fused kernels of tinyllm/kernels/cross_entropy.py (only lse is kept).
     def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         xp = backend.get_array_module(logits)
-        C = logits.shape[-1]
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        logp = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))  # (N, C)
-        w = xp.ones(C, dtype=logits.dtype) if weight is None else weight.astype(logits.dtype, copy=False)
-        if target.dtype.kind == "f":  # class probabilities
+        ctx.reduction, ctx.soft = reduction, target.dtype.kind == "f"
+        if ctx.soft:  # class probabilities
+            C = logits.shape[-1]
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            logp = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))  # (N, C)
+            w = xp.ones(C, dtype=logits.dtype) if weight is None else weight.astype(logits.dtype, copy=False)
             a = w * ((1 - label_smoothing) * target + label_smoothing / C)
-            denom = logits.shape[0]
+            losses = -(a * logp).sum(axis=-1)  # (N,)
+            ctx.logp, ctx.a, denom = logp, a, logits.shape[0]
         else:
-            valid = target != ignore_index
-            safe = xp.where(valid, target, 0)
-            a = (label_smoothing / C) * xp.broadcast_to(w, logp.shape) * valid[:, None]
-            a[xp.arange(len(safe)), safe] += (1 - label_smoothing) * w[safe] * valid
-            denom = (w[safe] * valid).sum()
-        losses = -(a * logp).sum(axis=-1)  # (N,)
-        ctx.logp, ctx.a, ctx.reduction = logp, a, reduction
+            losses, ctx.lse, denom = kernels.cross_entropy.forward(logits, target, weight, ignore_index,
+                                                                   label_smoothing)
+            ctx.args = (logits, target, weight, ignore_index, label_smoothing)
         if reduction == "none":
             return losses
         if reduction == "sum":
-            return losses.sum()
+            return xp.asarray(losses.sum(dtype=xp.float64), dtype=logits.dtype)
         ctx.denom = denom
         with np.errstate(invalid="ignore", divide="ignore"):
-            return xp.asarray(losses.sum() / denom, dtype=logits.dtype)
+            return xp.asarray(losses.sum(dtype=xp.float64) / denom, dtype=logits.dtype)
 
     def backward(ctx, g):
         xp = backend.get_array_module(g)
-        a = ctx.a
-        grad = xp.exp(ctx.logp) * a.sum(axis=-1, keepdims=True) - a
         if ctx.reduction == "none":
-            grad *= g[:, None]
-        elif ctx.reduction == "sum":
-            grad *= g
+            rows = g
         else:
-            grad *= g / ctx.denom
-        return grad, None, None
+            with np.errstate(divide="ignore", invalid="ignore"):  # every row ignored: denom 0, loss nan
+                scale = g if ctx.reduction == "sum" else g / ctx.denom
+            rows = xp.broadcast_to(scale, (len(ctx.lse) if not ctx.soft else ctx.a.shape[0],))
+        if ctx.soft:
+            a = ctx.a
+            return (xp.exp(ctx.logp) * a.sum(axis=-1, keepdims=True) - a) * rows[:, None], None, None
+        return kernels.cross_entropy.backward(*ctx.args, ctx.lse, rows), None, None
 
 
 _REDUCTIONS = ("mean", "sum", "none")

@@ -1,0 +1,167 @@
+"""Softmax cross-entropy with class-id targets on plain (N, C) logits: the NumPy reference twin and a
+fused numba one (one sweep per row for the forward, one for the backward; nothing of size N x C but
+the gradient itself is allocated).
+
+Per row i with target y (rows whose target is ``ignore_index`` count for nothing):
+
+    lse = log sum_c exp(x_c),   logp_c = x_c - lse
+    a_c = (eps / C) w_c + (1 - eps) w_y [c == y]          (eps: label smoothing, w: class weights)
+    loss_i = -sum_c a_c logp_c  =  -(eps / C) sum_c w_c logp_c - (1 - eps) w_y logp_y
+    d loss_i / d x_c = softmax(x)_c sum(a) - a_c
+
+``forward`` returns the per-row losses, the per-row lse (kept for the backward, so the probabilities
+are rebuilt rather than stored) and the 'mean' denominator sum_i w_{y_i}. ``backward`` takes one
+upstream factor per row (``g / denom`` broadcast for 'mean').
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .. import backend
+from .flash_attention import _exp_inplace
+
+
+# -------------------------------------------------------------------------- NumPy reference twin
+def cross_entropy_forward_numpy(logits, target, weight, ignore_index, label_smoothing):
+    """(losses (N,), lse (N,) float64, denom) for logits (N, C) and int targets (N,)."""
+    xp = backend.get_array_module(logits)
+    N, C = logits.shape
+    x = logits.astype(xp.float64)
+    m = x.max(axis=1, keepdims=True)
+    lse = (m + xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]  # (N,)
+    logp = x - lse[:, None]
+    w = xp.ones(C) if weight is None else weight.astype(xp.float64)
+    valid = target != ignore_index
+    safe = xp.where(valid, target, 0)
+    w_y = w[safe] * valid  # (N,)
+    losses = -(label_smoothing / C) * (logp * w).sum(axis=1) * valid - (1 - label_smoothing) * w_y * logp[xp.arange(N), safe]
+    return losses.astype(logits.dtype), lse, float(w_y.sum())
+
+
+def cross_entropy_backward_numpy(logits, target, weight, ignore_index, label_smoothing, lse, g_rows):
+    """d(sum_i g_rows[i] * loss_i) / d logits, (N, C) in the logits' dtype."""
+    xp = backend.get_array_module(logits)
+    N, C = logits.shape
+    p = xp.exp(logits.astype(xp.float64) - lse[:, None])  # softmax, (N, C)
+    w = xp.ones(C) if weight is None else weight.astype(xp.float64)
+    valid = target != ignore_index
+    safe = xp.where(valid, target, 0)
+    a = (label_smoothing / C) * w[None, :] * valid[:, None]  # (N, C)
+    a[xp.arange(N), safe] += (1 - label_smoothing) * w[safe] * valid
+    grad = (p * a.sum(axis=1, keepdims=True) - a) * g_rows.astype(xp.float64)[:, None]
+    return xp.where(valid[:, None], grad, 0).astype(logits.dtype)  # ignored rows: 0, even if g is inf
+
+
+# -------------------------------------------------------------------------- numba twin
+@njit(cache=True, error_model="numpy")
+def _row_lse(xr, buf, ibuf, fast):
+    """log sum exp of one row, with the shifted exps left in ``buf`` (float32 rows use the fast exp)."""
+    C = xr.size
+    m = xr[0]
+    for c in range(1, C):
+        v = xr[c]
+        if v > m or v != v:  # a NaN sticks
+            m = v
+    if m == -np.inf or m == np.inf or m != m:  # all -inf, an inf or a NaN: the float64 formula says what it is
+        s = 0.0
+        for c in range(C):
+            s += math.exp(np.float64(xr[c]) - np.float64(m))
+        return np.float64(m) + math.log(s)
+    for c in range(C):
+        buf[c] = xr[c] - m
+    _exp_inplace(buf, C, ibuf, fast)
+    s = 0.0
+    for c in range(C):
+        s += np.float64(buf[c])
+    return np.float64(m) + math.log(s)
+
+
+@njit(cache=True, error_model="numpy")
+def _ce_forward(x, target, w, ignore_index, eps, fast, losses, lse):
+    N, C = x.shape
+    buf = np.empty(C, x.dtype)
+    ibuf = np.empty(C, np.int32)
+    denom = 0.0
+    for i in range(N):
+        xr = x[i]
+        l = _row_lse(xr, buf, ibuf, fast)
+        lse[i] = l
+        y = target[i]
+        if y == ignore_index:
+            losses[i] = 0
+            continue
+        loss = -(1.0 - eps) * w[y] * (np.float64(xr[y]) - l)
+        if eps != 0.0:
+            s = 0.0
+            for c in range(C):
+                s += w[c] * (np.float64(xr[c]) - l)
+            loss -= eps / C * s
+        losses[i] = loss
+        denom += w[y]
+    return denom
+
+
+@njit(cache=True, error_model="numpy")
+def _ce_backward(x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad):
+    N, C = x.shape
+    ibuf = np.empty(C, np.int32)
+    for i in range(N):
+        gr = grad[i]
+        y = target[i]
+        if y == ignore_index:
+            for c in range(C):
+                gr[c] = 0
+            continue
+        xr = x[i]
+        if fast:
+            for c in range(C):
+                gr[c] = np.float64(xr[c]) - lse[i]  # rounded to float32 only after subtracting
+            _exp_inplace(gr, C, ibuf, True)  # softmax
+        else:
+            for c in range(C):
+                gr[c] = math.exp(np.float64(xr[c]) - lse[i])
+        g = np.float64(g_rows[i])
+        a_sum = eps / C * w_sum + (1.0 - eps) * w[y]
+        for c in range(C):
+            gr[c] = (np.float64(gr[c]) * a_sum - eps / C * w[c]) * g
+        gr[y] = gr[y] - (1.0 - eps) * w[y] * g
+
+
+def _weights(weight, C):
+    return np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+
+
+def cross_entropy_forward_numba(logits, target, weight, ignore_index, label_smoothing):
+    x = np.ascontiguousarray(logits)
+    N, C = x.shape
+    losses = np.empty(N, np.float64)
+    lse = np.empty(N, np.float64)
+    denom = _ce_forward(x, np.ascontiguousarray(target, dtype=np.int64), _weights(weight, C), int(ignore_index),
+                        float(label_smoothing), x.dtype == np.float32, losses, lse)
+    return losses.astype(x.dtype), lse, float(denom)
+
+
+def cross_entropy_backward_numba(logits, target, weight, ignore_index, label_smoothing, lse, g_rows):
+    x = np.ascontiguousarray(logits)
+    N, C = x.shape
+    w = _weights(weight, C)
+    grad = np.empty_like(x)
+    _ce_backward(x, np.ascontiguousarray(target, dtype=np.int64), w, int(ignore_index), float(label_smoothing),
+                 x.dtype == np.float32, lse, np.ascontiguousarray(g_rows, dtype=np.float64), float(w.sum()), grad)
+    return grad
+
+
+# -------------------------------------------------------------------------- dispatch
+def _use_numba(x):
+    return backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+
+
+def forward(logits, target, weight, ignore_index, label_smoothing):
+    run = cross_entropy_forward_numba if _use_numba(logits) else cross_entropy_forward_numpy
+    return run(logits, target, weight, ignore_index, label_smoothing)
+
+
+def backward(logits, target, weight, ignore_index, label_smoothing, lse, g_rows):
+    run = cross_entropy_backward_numba if _use_numba(logits) else cross_entropy_backward_numpy
+    return run(logits, target, weight, ignore_index, label_smoothing, lse, g_rows)
