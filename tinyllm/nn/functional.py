@@ -154,9 +154,7 @@ class Embedding(Function):
         return weight[ids]
 
     def backward(ctx, g):
-        xp = backend.get_array_module(g)
-        dw = xp.zeros(ctx.shape, dtype=g.dtype)
-        xp.add.at(dw, ctx.ids.reshape(-1), g.reshape(-1, ctx.shape[1]))
+        dw = kernels.embedding.embedding_backward(ctx.ids.reshape(-1), g.reshape(-1, ctx.shape[1]), ctx.shape[0])
         if ctx.padding_idx is not None:
             dw[ctx.padding_idx] = 0
         return dw, None

@@ -1,7 +1,7 @@
 """The fused numba Adam/AdamW update against its NumPy twin (tinyllm/kernels/adam.py): the same
 operations in the same order, so the results must be bit-identical, in float32 and float64, for every
 option (decoupled or L2 weight decay, amsgrad, maximize, a large lerp weight). Also the gradient-norm
-kernel (tinyllm/kernels/norms.py) against its twin."""
+kernel (tinyllm/kernels/norms.py) and the embedding scatter-add (kernels/embedding.py) against theirs."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,3 +50,17 @@ def test_sum_of_squares_numba_matches_numpy_twin(shape, dtype, scale, seed):
     x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
     np.testing.assert_allclose(norms.sum_of_squares_numba(x), norms.sum_of_squares_numpy(x), rtol=1e-13, atol=0)
     np.testing.assert_allclose(norms.sum_of_squares_numba(x.T), norms.sum_of_squares_numpy(x.T), rtol=1e-13, atol=0)
+
+
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(0, 300), rows=st.integers(1, 20), D=st.integers(1, 33), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_embedding_scatter_add_matches_numpy_twin(n, rows, D, dtype, seed):
+    from tinyllm.kernels import embedding
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, rows, n)  # repeated ids accumulate
+    g = rng.standard_normal((n, D)).astype(dtype)
+    ours = embedding.embedding_backward_numba(ids, g, rows)
+    ref = embedding.embedding_backward_numpy(ids, g, rows)
+    assert ours.dtype == ref.dtype == dtype
+    np.testing.assert_allclose(ours, ref, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-6)
