@@ -1,0 +1,95 @@
+"""The benchmark runner (benchmarks/run.py): its turn-taking, its report files on a made-up result set,
+the torch twin of the recipe model, and one real section end to end. A few seconds in all."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `pytest` run as a script does not put the repo root on the path
+    sys.path.insert(0, ROOT)
+
+_unset = [v for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+          if v not in os.environ]
+from benchmarks import run as R  # noqa: E402
+
+for _v in _unset:  # the runner pins 2 threads for its own process; keep that out of later tests' subprocesses
+    os.environ.pop(_v, None)
+
+
+def _fake_sections():
+    mm = R.make_row("matmul", "(768,128)x(128,384)", {"numba": [1e-3, 2e-3, 3e-3], "numpy": [2e-3] * 3,
+                                                     "torch": [4e-3] * 3}, numba_gflops=150.0, numpy_gflops=75.0,
+                    torch_gflops=40.0, max_abs_diff_vs_torch=6e-5)
+    no_torch = R.make_row("matmul", "no torch here", {"numba": [1e-3], "numpy": [1e-3]})
+    step = R.make_row("train_step", "nanoGPT CPU recipe step", {"numba": [0.03], "numpy": [0.3], "torch": [0.06]},
+                      first_step_loss_diff=0.0)
+    memory = {"section": "attention", "name": "peak extra memory T=4096", "kind": "memory", "T": 4096}
+    return {"matmul": {"rows": [mm, no_torch], "notes": ["a note"], "seconds": 1.0, "loadavg_start": "0.10"},
+            "train_step": {"rows": [step], "notes": []},
+            "attention": {"rows": [memory], "notes": ["memory note"]},
+            "generate": {"rows": [], "notes": [], "error": "RuntimeError: boom"}}
+
+
+def test_make_row_medians_and_ratios():
+    r = _fake_sections()["matmul"]["rows"][0]
+    assert r["numba_ms"] == 2.0 and r["numba_best_ms"] == 1.0 and r["torch_ms"] == 4.0
+    assert r["numba_vs_torch"] == 0.5 and r["numpy_vs_torch"] == 0.5
+    assert (r["numba_reps"], r["numpy_reps"], r["torch_reps"]) == (3, 3, 3)
+
+
+def test_alternate_takes_turns():
+    log = []
+    sides = {k: (lambda k=k: log.append(k)) for k in ("numba", "numpy", "torch")}
+    times = R.alternate(sides, reps=4, warmup=1, block=2, settle=False, cooldown=0, every={"numpy": 2})
+    assert log == ["numba", "numpy", "torch",  # warm-up
+                   "numba", "numba", "numpy", "numpy", "torch", "torch",  # round 0
+                   "numba", "numba", "torch", "torch"]  # round 1: numpy only every 2nd round
+    assert {k: len(v) for k, v in times.items()} == {"numba": 4, "numpy": 2, "torch": 4}
+    log.clear()
+    R.alternate({"a": sides["numba"]}, reps=1, warmup=0, settle=True, cooldown=0)
+    assert log == ["numba", "numba"]  # the untimed settle call, then the timed one
+
+
+def test_report_files(tmp_path):
+    meta = {"date": "2026-01-02", "quick": True, "cpu": "Test CPU", "cores": 2, "numpy": "x", "numba": "y"}
+    paths = R.write_results(meta, _fake_sections(), str(tmp_path), "2026-01-02-quick")
+    md = open(paths["md"]).read()
+    assert md.startswith("# tinyllm benchmarks, 2026-01-02 (quick)")
+    assert "Test CPU, 2 cores" in md and "## matmul" in md and "## training step" in md
+    assert "| (768,128)x(128,384) | 2.00 | 2.00 | 4.00 | 0.50x | 0.50x | 150 | 75.0 | 40.0 | 6.0e-05 | 3, 3, 3 |" in md
+    assert "| no torch here | 1.00 | 1.00 | - | - | - |" in md
+    assert "- memory note" in md and "**failed:** `RuntimeError: boom`" in md
+    assert "peak extra memory" not in md.split("## causal attention")[1].split("- memory note")[0]  # no table row
+    data = json.load(open(paths["json"]))
+    assert data["meta"]["date"] == "2026-01-02" and len(data["rows"]) == 4
+    assert data["errors"] == {"generate": "RuntimeError: boom"}
+    pytest.importorskip("matplotlib")
+    assert os.path.getsize(paths["png"]) > 1000
+
+
+@pytest.mark.torch
+def test_torch_twin_starts_from_the_same_weights(torch):
+    """The recipe's torch model loads tinyllm's state dict and gives the same first losses."""
+    from tinyllm import backend
+    from tinyllm.train import TrainConfig
+    cfg = TrainConfig(**R.TINY)
+    model, step, x, y = R.tinyllm_recipe(cfg)
+    tstep = R.torch_recipe(model, cfg, x, y)[1]
+    with backend.use_kernels("numpy"):  # the weight mapping is under test, not the kernels
+        ours = [step() for _ in range(2)]
+    theirs = [tstep() for _ in range(2)]
+    assert abs(ours[0] - theirs[0]) < 1e-5 and abs(ours[1] - theirs[1]) < 1e-4
+
+
+@pytest.mark.torch
+def test_matmul_section_end_to_end(tmp_path, torch, monkeypatch):
+    monkeypatch.setattr(R, "COOLDOWN_S", 0.0)
+    assert R.main(["--only", "matmul", "--reps", "2", "--out", str(tmp_path)]) == 0
+    (js,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
+    assert js.endswith("-only-matmul.json")
+    rows = json.load(open(tmp_path / js))["rows"]
+    assert [r["name"] for r in rows] == [m[0] for m in R.MATMUL_SHAPES]
+    for r in rows:
+        assert r["numba_vs_torch"] > 0 and r["numba_gflops"] > 0 and r["max_abs_diff_vs_torch"] < 1e-3
