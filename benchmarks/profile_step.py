@@ -72,7 +72,7 @@ def main(argv=None):
             step()
         prof.disable()
         s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(45)
         print(s.getvalue())
 
 
