@@ -5,8 +5,8 @@
     (x @ x.T).sum().backward()
 """
 from . import backend
-from .backend import (get_default_dtype, get_rng_state, manual_seed, set_default_dtype,
-                      set_rng_state)
+from .backend import (cuda_available, device, get_default_dtype, get_device, get_rng_state, manual_seed,
+                      set_default_dtype, set_rng_state)
 from .autograd import (Function, Tensor, arange, as_tensor, cat, empty, enable_grad, full,
                        gradcheck, is_grad_enabled, no_grad, ones, ones_like, rand, randint, randn,
                        set_grad_enabled, stack, tensor, where, zeros, zeros_like)

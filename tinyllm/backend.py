@@ -16,6 +16,74 @@ except Exception:  # pragma: no cover - depends on the machine
 
 
 
+
+# ---------------------------------------------------------------------------------------------
+# devices: 'cpu' (NumPy arrays) and 'cuda' (CuPy arrays). A tensor's device is its array's module;
+# ``device(...)`` only chooses where *new* tensors (factories, parameters) are made.
+# ---------------------------------------------------------------------------------------------
+DEVICES = ("cpu", "cuda")
+_device = "cpu"
+
+
+def cuda_available():
+    """True when CuPy imports and sees at least one CUDA GPU."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # pragma: no cover - driver or runtime missing
+        return False
+
+
+def _check_device(name):
+    name = str(name).lower()
+    if name.startswith("cuda:"):  # one GPU for now: cuda:0 is cuda
+        if name != "cuda:0":
+            raise ValueError(f"device {name!r}: only one CUDA device (cuda or cuda:0) is supported")
+        name = "cuda"
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r} (expected one of {DEVICES})")
+    if name == "cuda" and not cuda_available():
+        why = "CuPy is not installed (pip install 'tinyllm[gpu]')" if _cupy is None else "CuPy sees no CUDA GPU"
+        raise RuntimeError(f"device 'cuda' is not available: {why}")
+    return name
+
+
+def device_of(array):
+    """'cuda' for a CuPy array, 'cpu' for anything else."""
+    return "cuda" if _cupy is not None and isinstance(array, _cupy.ndarray) else "cpu"
+
+
+def to_device(array, device):
+    """``array`` on ``device`` (a copy when it moves, the array itself when it is already there)."""
+    device = _check_device(device)
+    if device == device_of(array):
+        return array
+    return _cupy.asarray(array) if device == "cuda" else _cupy.asnumpy(array)
+
+
+def get_device():
+    """Where new tensors are made: 'cpu' unless inside ``with tinyllm.device('cuda')``."""
+    return _device
+
+
+class device:
+    """``with tl.device('cuda'):`` makes factories (``zeros``, ``randn``, ...) and new parameters
+    create their arrays on that device. Random numbers are drawn on the host from tinyllm's generator
+    and then moved, so a seed gives the same values on every device."""
+
+    def __init__(self, name):
+        self.name = _check_device(name)
+
+    def __enter__(self):
+        global _device
+        self.previous, _device = _device, self.name
+        return self
+
+    def __exit__(self, *exc):
+        global _device
+        _device = self.previous
+
 # ---------------------------------------------------------------------------------------------
 # the C allocator: keep freed activation buffers instead of handing them back to the kernel
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def _train(args):
 def _sample(args):
     import numpy as np
     from .train import load_run
-    model, tok, _ = load_run(args.run, args.checkpoint)
+    model, tok, _ = load_run(args.run, args.checkpoint, device=args.device)
     prompt = tok.encode(args.prompt) if args.prompt else [0]
     from .models import GPT
     window = dict(crop_context=True) if isinstance(model, GPT) and args.num_beams == 1 else {}  # nanoGPT's sliding window
@@ -127,6 +127,7 @@ def build_parser():
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (needs the gpu extra)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("eval", help="validation loss, perplexity and next-token accuracy of a run")

@@ -9,14 +9,12 @@ The logits processors at the top are plain NumPy functions, each a port of one H
 and its vectorised ``_beam_search`` (transformers 5.x). Where HF was ambiguous or quirky we kept its
 behaviour and said so in a comment.
 """
-import contextlib
 
 import numpy as np
 
 from . import backend
 from .autograd import Tensor, no_grad
 
-_SERIAL_TOKENS = 64  # forward passes over at most this many tokens run numba's kernels on one thread
 _NEG = np.float32(-1.0e9)  # HF's "this beam does not count" score (float32, like HF's tensors)
 
 
@@ -138,32 +136,12 @@ def _topk_indices(x, k):
 # the model side: prefill once, then one token per step on the KV cache
 # ---------------------------------------------------------------------------------------------
 def _forward_last(model, ids, caches):
-    """Logits of the last position, as float32 NumPy (N, V); appends ``ids`` (N, t) to the caches."""
-    with _serial_kernels() if ids.size <= _SERIAL_TOKENS else contextlib.nullcontext():
-        logits, _ = model(ids, caches=caches)
+    """Logits of the last position, as float32 NumPy (N, V) on the host (the decoding loops are
+    NumPy); appends ``ids`` (N, t) to the caches. Small decode steps run the numba kernels' serial
+    drivers on their own (each kernel picks by size)."""
+    logits, _ = model(ids, caches=caches)
     data = logits.data if isinstance(logits, Tensor) else np.asarray(logits)
-    return np.ascontiguousarray(data[:, -1, :], dtype=np.float32)
-
-
-@contextlib.contextmanager
-def _serial_kernels():
-    """Run numba's parallel kernels on one thread for decode steps and short prompts.
-
-    A decode step hands each kernel a few thousand elements: far too few to split, while waking a
-    thread pool costs a barrier per call, and on a busy machine (or beside BLAS's or torch's own
-    spinning pools) a barrier can wait a whole scheduler tick. Measured on 2 busy cores: 25 tokens of a
-    2-layer model took 0.40 s with 2 numba threads and 0.016 s with 1.
-    """
-    if backend.kernels() != "numba":  # don't start numba's pool just to quiet it
-        yield
-        return
-    import numba
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+    return np.ascontiguousarray(backend.to_device(data[:, -1, :], "cpu"), dtype=np.float32)
 
 
 def _select_cache_rows(caches, rows):

@@ -58,6 +58,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     dtype: str = "float32"
+    device: str = "cpu"  # or 'cuda' (needs the gpu extra: CuPy and a CUDA GPU)
     progress: bool = True
 
     @classmethod
@@ -72,7 +73,14 @@ class TrainingDiverged(RuntimeError):
 
 # ------------------------------------------------------------------------------------ models
 def build_model(cfg, vocab_size):
-    """The model named by ``cfg.model``, sized by ``cfg``; new parameters take ``cfg.dtype``."""
+    """The model named by ``cfg.model``, sized by ``cfg``; new parameters take ``cfg.dtype`` and live on
+    ``cfg.device`` (initialised on the host from tinyllm's generator, then moved: same seed, same
+    weights on every device)."""
+    device = backend._check_device(cfg.device)  # a clear error before any work if CUDA is missing
+    return _build_model(cfg, vocab_size).to(device)
+
+
+def _build_model(cfg, vocab_size):
     with backend.default_dtype(np.dtype(cfg.dtype)):
         if cfg.model == "gpt":
             from .models import GPT, GPTConfig
@@ -167,7 +175,7 @@ def train(data_dir, out_dir, cfg=None, resume=False, log=print):
     if resume:
         ck = checkpoint.load_checkpoint(last_dir, model, opt)  # recovers from an interrupted save too
         saved_cfg = TrainConfig.from_dict(ck.config["train"])
-        saved_cfg.max_iters, saved_cfg.progress = cfg.max_iters, cfg.progress
+        saved_cfg.max_iters, saved_cfg.progress, saved_cfg.device = cfg.max_iters, cfg.progress, cfg.device
         cfg = saved_cfg
         st = ck.train_state
         start_iter, best_val = st["iter"], st["best_val_loss"]
@@ -266,14 +274,16 @@ def read_metrics(run_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_run(run_dir, which="best"):
-    """(model, tokenizer, run_config) from a run directory's ``best`` or ``last`` checkpoint."""
+def load_run(run_dir, which="best", device="cpu"):
+    """(model, tokenizer, run_config) from a run directory's ``best`` or ``last`` checkpoint, with the
+    model on ``device`` (checkpoints hold host arrays, so a run trained on a GPU loads on a CPU)."""
     from .text import load_tokenizer
     ck_dir = os.path.join(run_dir, which)
     if not os.path.isdir(ck_dir):
         raise FileNotFoundError(f"{run_dir} has no {which!r} checkpoint (is it a training run directory?)")
     run_config = checkpoint.read_config(ck_dir)
     cfg = TrainConfig.from_dict(run_config["train"])
+    cfg.device = device
     model = build_model(cfg, run_config["vocab_size"])
     checkpoint.load_checkpoint(ck_dir, model)
     model.eval()

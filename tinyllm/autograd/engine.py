@@ -102,6 +102,8 @@ class Function:
     def apply(cls, *inputs, **options):
         ctx = cls()
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        if backend._cupy is not None:  # only a machine with CuPy can mix devices
+            _check_same_device(cls.__name__, arrays)
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         ctx.needs_input_grad = needs
         out = ctx.forward(*arrays, **options)
@@ -115,6 +117,13 @@ class Function:
         return result
 
 
+def _check_same_device(op, arrays):
+    devices = {backend.device_of(a) for a in arrays if hasattr(a, "shape")}
+    if len(devices) > 1:
+        raise RuntimeError(f"{op}: expected all tensors on the same device, got tensors on "
+                           f"{' and '.join(sorted(devices))} (move them with .to(device))")
+
+
 class Tensor:
     """An n-dimensional array with an optional gradient, shaped like ``torch.Tensor``."""
 
@@ -123,6 +132,8 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _to_array(data, dtype, legacy_constructor=True)
+        if backend._device != "cpu":  # inside ``with tl.device('cuda')``
+            self.data = backend.to_device(self.data, backend._device)
         self.grad = None
         self._ctx = None
         self._retains_grad = False

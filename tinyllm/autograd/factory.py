@@ -13,14 +13,19 @@ def _dtype(dtype):
     return backend.get_default_dtype() if dtype is None else np.dtype(dtype)
 
 
+def _placed(array):
+    """``array`` on the current device (``with tl.device(...)``)."""
+    return array if backend._device == "cpu" else backend.to_device(array, backend._device)
+
+
 def tensor(data, dtype=None, requires_grad=False):
     """Like ``torch.tensor``: int-only data stays integer, floats take the default dtype."""
-    t = Tensor._wrap(_to_array(data, dtype).copy() if isinstance(data, np.ndarray) else _to_array(data, dtype))
+    t = Tensor._wrap(_placed(_to_array(data, dtype).copy() if isinstance(data, np.ndarray) else _to_array(data, dtype)))
     return t.requires_grad_(True) if requires_grad else t
 
 
 def as_tensor(data, dtype=None):
-    return data if isinstance(data, Tensor) and dtype is None else Tensor._wrap(_to_array(data, dtype))
+    return data if isinstance(data, Tensor) and dtype is None else Tensor._wrap(_placed(_to_array(data, dtype)))
 
 
 def zeros(*size, dtype=None, requires_grad=False):
@@ -54,7 +59,7 @@ def arange(start, end=None, step=1, dtype=None):
         start, end = 0, start
     is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     dtype = dtype if dtype is not None else (np.int64 if is_int else backend.get_default_dtype())
-    return Tensor._wrap(np.arange(start, end, step, dtype=dtype))
+    return Tensor._wrap(_placed(np.arange(start, end, step, dtype=dtype)))
 
 
 def randn(*size, dtype=None, requires_grad=False):
@@ -70,4 +75,4 @@ def rand(*size, dtype=None, requires_grad=False):
 def randint(low, high=None, size=(), dtype=np.int64):
     if high is None:
         low, high = 0, low
-    return Tensor._wrap(backend.rng().integers(low, high, size=size, dtype=dtype))
+    return Tensor._wrap(_placed(backend.rng().integers(low, high, size=size, dtype=dtype)))

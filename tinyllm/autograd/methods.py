@@ -194,22 +194,34 @@ def argmin(self, dim=None, keepdim=False):
 
 # -- dtypes ------------------------------------------------------------------------------------
 def to(self, *args, **kwargs):
-    """``t.to(dtype)``; ``t.to('cpu')`` is accepted (device moves arrive with the GPU backend)."""
-    dtype = kwargs.get("dtype")
+    """``t.to(dtype)``, ``t.to('cuda')``, ``t.to('cpu')``, ``t.to(device=..., dtype=...)``, as torch:
+    the result is ``t`` itself when nothing changes, else a new tensor that gradients flow back through."""
+    dtype, device = kwargs.get("dtype"), kwargs.get("device")
     for a in args:
-        if isinstance(a, str) and a not in ("float32", "float64", "float16"):
-            if a != self.device:
-                raise NotImplementedError(f"to({a!r}): moving tensors between devices needs the GPU backend")
+        if isinstance(a, str) and a not in ("float16", "float32", "float64"):
+            device = a
         else:
             dtype = a
-    if dtype is None or np.dtype(dtype) == self.dtype:
-        return self
-    return ops.Cast.apply(self, dtype=np.dtype(dtype))
+    out = self
+    if device is not None and backend._check_device(device) != self.device:
+        out = ops.ToDevice.apply(out, device=device)
+    if dtype is not None and np.dtype(dtype) != out.dtype:
+        out = ops.Cast.apply(out, dtype=np.dtype(dtype))
+    return out
+
+
+def cuda(self):
+    return to(self, "cuda")
+
+
+def cpu(self):
+    return to(self, "cpu")
 
 
 def _attach():
     T = Tensor
     T.__add__ = T.__radd__ = _binary(ops.Add)
+    T.cuda, T.cpu = cuda, cpu
     T.__sub__, T.__rsub__ = _binary(ops.Sub), _binary(ops.Sub, swap=True)
     T.__mul__ = T.__rmul__ = _binary(ops.Mul)
     T.__truediv__, T.__rtruediv__ = _binary(ops.Div), _binary(ops.Div, swap=True)

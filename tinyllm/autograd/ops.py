@@ -237,6 +237,16 @@ class Cast(Function):
         return g.astype(ctx.dtype)
 
 
+class ToDevice(Function):
+    # y = x on another device   =>   dx = dy moved back
+    def forward(ctx, a, device):
+        ctx.source = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    def backward(ctx, g):
+        return backend.to_device(g, ctx.source)
+
+
 # =============================================================================================
 # reductions
 # =============================================================================================

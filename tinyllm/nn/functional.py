@@ -20,6 +20,13 @@ def _tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
 
 
+def _on_device_of(array, like):
+    """A constant (ids, targets, masks) moved to the device of the tensor it is used with."""
+    if array is None or backend._cupy is None:
+        return array
+    return backend.to_device(array, backend.device_of(_data(like)))
+
+
 # =============================================================================================
 # linear
 # =============================================================================================
@@ -175,6 +182,7 @@ def embedding(input, weight, padding_idx=None):
     ids = _data(input)
     ids = np.asarray(ids) if not hasattr(ids, "dtype") else ids
     _check_ids(ids, weight.shape[0], "embedding")
+    ids = _on_device_of(ids, weight)  # host ids index a weight on any device
     if padding_idx is not None and padding_idx < 0:
         padding_idx += weight.shape[0]
     return Embedding.apply(weight, ids, padding_idx=padding_idx)
@@ -250,7 +258,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     of shape (N,) / () / (N, d1, ...) or class probabilities of ``input``'s shape."""
     x = _tensor(input)
     t = _data(target)
-    t = np.asarray(t) if not hasattr(t, "dtype") else t
+    t = _on_device_of(np.asarray(t) if not hasattr(t, "dtype") else t, x)
     xp = backend.get_array_module(x.data)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -408,7 +416,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                          f"do not fit (..., L, E), (..., S, E), (..., S, Ev)")
     if attn_mask is not None and is_causal:
         raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
-    mask = _data(attn_mask)
+    mask = _on_device_of(_data(attn_mask), q)
     if mask is not None:
         target = q.shape[:-1] + (k.shape[-2],)
         try:

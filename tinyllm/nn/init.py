@@ -1,11 +1,15 @@
 """In-place parameter initialisers, torch's ``nn.init`` under the same names and formulas."""
 import math
 
+import numpy as np
+
 from .. import backend
 
 
 def _fill(tensor, values):
-    tensor.data[...] = values
+    """Write host values (drawn from tinyllm's NumPy generator) into the tensor, on its device."""
+    xp = backend.get_array_module(tensor.data)
+    tensor.data[...] = values if xp is np else xp.asarray(values)
     return tensor
 
 

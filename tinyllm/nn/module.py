@@ -190,22 +190,36 @@ class Module:
         return self
 
     def to(self, *args, **kwargs):
-        """``to(dtype)`` casts floating parameters and buffers in place; ``to('cpu')`` is a no-op."""
-        dtype = kwargs.get("dtype")
+        """``to(dtype)`` casts floating parameters and buffers; ``to('cuda')`` / ``to('cpu')`` moves
+        every parameter, buffer and gradient to that device. In place (the same Parameter objects,
+        so optimizers keep working), and returns the module."""
+        dtype, device = kwargs.get("dtype"), kwargs.get("device")
         for a in args:
-            if isinstance(a, str) and a in ("cpu", "cuda"):
-                if a != "cpu":
-                    raise NotImplementedError(f"to({a!r}): moving modules between devices needs the GPU backend")
+            if isinstance(a, str) and a not in ("float16", "float32", "float64"):
+                device = a
             else:
                 dtype = a
+        tensors = list(self.parameters()) + [b for b in self.buffers() if isinstance(b, Tensor)]
+        if device is not None:
+            device = backend._check_device(device)
+            for t in tensors:
+                t.data = backend.to_device(t.data, device)
+                if t.grad is not None:
+                    t.grad = backend.to_device(t.grad, device)
         if dtype is not None:
             dtype = np.dtype(dtype)
-            for t in list(self.parameters()) + list(self.buffers()):
-                if isinstance(t, Tensor) and backend.is_floating(t.dtype) and t.dtype != dtype:
+            for t in tensors:
+                if backend.is_floating(t.dtype) and t.dtype != dtype:
                     t.data = t.data.astype(dtype)
                     if t.grad is not None:
                         t.grad = t.grad.astype(dtype)
         return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def cpu(self):
+        return self.to("cpu")
 
     def float(self):
         return self.to(np.float32)

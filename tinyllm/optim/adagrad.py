@@ -45,7 +45,7 @@ class Adagrad(Optimizer):
                 if p.grad is None:
                     continue
                 xp = backend.get_array_module(p.data)
-                state = self.state[p]
+                state = self._param_state(p)
                 state["step"] += 1
                 grad = -p.grad if group["maximize"] else p.grad
                 if wd != 0:

@@ -38,7 +38,7 @@ class Adam(Optimizer):
                 if p.grad is None:
                     continue
                 xp = backend.get_array_module(p.data)
-                state = self.state[p]
+                state = self._param_state(p)
                 if not state:
                     state["step"] = 0.0
                     state["exp_avg"] = xp.zeros_like(p.data)

@@ -109,6 +109,17 @@ class Optimizer:
     def step(self, closure=None):
         raise NotImplementedError
 
+    def _param_state(self, p):
+        """``self.state[p]``, its arrays moved to p's device first if the parameter has moved since
+        (``model.to('cuda')`` after the optimizer was built): optimizer state follows its parameters."""
+        state = self.state[p]
+        if backend._cupy is not None and state:
+            device = backend.device_of(p.data)
+            for k, v in state.items():
+                if _is_array(v) and backend.device_of(v) != device:
+                    state[k] = backend.to_device(v, device)
+        return state
+
     def _closure_loss(self, closure):
         if closure is None:
             return None

@@ -38,7 +38,7 @@ class SGD(Optimizer):
                 if wd != 0:
                     d_p = d_p + wd * p.data
                 if momentum != 0:
-                    state = self.state[p]
+                    state = self._param_state(p)
                     buf = state.get("momentum_buffer")
                     if buf is None:  # an array even when the gradient is a NumPy scalar, so *= is in place
                         buf = state["momentum_buffer"] = xp.array(d_p, dtype=p.data.dtype, copy=True)
