@@ -147,9 +147,7 @@ def _forward_last(model, ids, caches):
 def _select_cache_rows(caches, rows):
     """Keep (and reorder / repeat) batch rows of every layer's k/v: beams follow their parents."""
     for cache in caches:
-        for name in ("k", "v"):
-            if cache.get(name) is not None:
-                cache[name] = Tensor(cache[name].data[rows])
+        cache.select_rows(rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -318,7 +318,7 @@ def test_cache_in_chunks_equals_one_full_forward(small):
         caches = small.new_caches()
         parts = [small(ids[:, a:b], caches=caches)[0].data for a, b in ((0, 5), (5, 8), (8, 9), (9, 10), (10, 12))]
     np.testing.assert_allclose(np.concatenate(parts, axis=1), full.data, rtol=1e-4, atol=1e-4)
-    assert caches[0]["k"].shape == (2, 2, 12, 16)
+    assert caches[0].k.shape == (2, 2, 12, 16) and len(caches[0]) == 12
 
 
 def test_generation_runs_in_eval_mode_and_restores_it():

@@ -7,9 +7,9 @@ so only O(T) numbers travel from the forward to the backward pass. The NumPy ref
 the full (T, S) score matrix per call; the numba kernels compute the same function without it.
 
 ``attention_forward`` / ``attention_backward`` pick the numba kernels when ``backend.kernels()`` is
-'numba', the arrays are NumPy float32/float64 with equal leading dims, and there is no ``mask``
-(causal or not); with a boolean or additive mask, CuPy arrays, float16 or broadcast leading dims they
-run the NumPy reference.
+'numba', the arrays are NumPy float32/float64 with equal leading dims, there is more than one query
+row and no ``mask`` (causal or not); with a boolean or additive mask, a single query (a decode step),
+CuPy arrays, float16 or broadcast leading dims they run the NumPy reference.
 
 Shapes: q (..., T, D), k (..., S, D), v (..., S, Dv); mask broadcastable to (..., T, S), either
 boolean (True = may attend) or additive floats.
@@ -80,7 +80,9 @@ def attention_backward_numpy(q, k, v, out, lse, dout, scale, causal=False, mask=
 
 # -------------------------------------------------------------------------- dispatch
 def _use_numba(q, k, v, mask):
-    return (mask is None and _HAVE_SCIPY and backend.kernels() == "numba"
+    # one query row (a decode step): the reference's two small products read the keys and values
+    # where they lie (views into the KV cache), while the tiled kernel would first copy them
+    return (mask is None and _HAVE_SCIPY and backend.kernels() == "numba" and q.shape[-2] > 1
             and all(isinstance(x, np.ndarray) for x in (q, k, v))
             and q.dtype in (np.float32, np.float64) and k.dtype == q.dtype and v.dtype == q.dtype
             and q.ndim >= 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2])

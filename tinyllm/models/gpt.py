@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .. import nn
-from ..autograd import Tensor, cat
+from ..autograd import Tensor
 from ..backend import default_dtype
 from ..nn import functional as F
 
@@ -76,15 +76,13 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.reshape(B, T, self.n_head, hs).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, nh, T, hs)
         mask, causal = None, True
         if cache is not None:  # generation: prepend the cached keys/values of earlier positions
-            if cache.get("k") is not None:
-                past = cache["k"].shape[2]
-                k = cat([cache["k"], k], dim=2)
-                v = cat([cache["v"], v], dim=2)
+            past = len(cache)
+            k, v = cache.append(k, v)  # (B, nh, past + T, hs)
+            if past:
                 causal = False
                 if T > 1:  # query i sits at position past + i and may see keys 0 .. past + i
                     mask = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]  # (T, past+T)
                 # T == 1 (a decode step): the one query sees every key, so no mask at all
-            cache["k"], cache["v"] = k.detach(), v.detach()
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
@@ -171,7 +169,7 @@ class GPT(nn.Module):
         return ids
 
     def forward(self, idx, targets=None, caches=None):
-        past = caches[0]["k"].shape[2] if caches and caches[0].get("k") is not None else 0
+        past = len(caches[0]) if caches else 0
         ids = self._check_idx(idx, past)
         B, T = ids.shape
         tok = self.wte(ids)  # (B, T, C)
@@ -194,7 +192,7 @@ class GPT(nn.Module):
 
     def new_caches(self):
         """Empty per-layer key/value caches for incremental decoding."""
-        return [dict() for _ in self.h]
+        return [nn.KVCache() for _ in self.h]
 
     def generate(self, input_ids, **kwargs):
         from ..generate import generate

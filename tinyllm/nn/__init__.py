@@ -3,4 +3,5 @@ from . import functional, init, utils
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ModuleDict, ModuleList,
                      ReLU, Sequential, Sigmoid, Tanh)
 from .module import Module, Parameter, StateDictError
+from .kv_cache import KVCache
 from .lstm import LSTM, LSTMCell
