@@ -225,7 +225,16 @@ def _ops(rng):
          lambda F, x, w, b: F.layer_norm(x, (128,), w, b)),
         ("cross_entropy (768,84)", [f32(768, 84), rng.integers(0, 84, 768)], lambda F, x, t: F.cross_entropy(x, t)),
         ("gelu (768,512)", [f32(768, 512)], lambda F, x: F.gelu(x)),
+        # the engine's own cost: 32 elementwise ops on a (4, 4) tensor (and a sum), forward + backward
+        ("engine overhead: 32 tiny ops (4,4), fwd+bwd", [f32(4, 4)], _tiny_chain),
     ]
+
+
+def _tiny_chain(F, x):
+    y = x
+    for _ in range(16):
+        y = y * 0.5 + x
+    return y.sum()
 
 
 def _op_step(lib, F, op, arrays, g):
@@ -251,7 +260,7 @@ def section_ops(ctx, quick):
     reps = ctx.n(40 if quick else 150)
     torch = ctx.torch
     for name, arrays, op in _ops(rng):
-        scalar = name.startswith("cross_entropy")
+        scalar = name.startswith(("cross_entropy", "engine"))
         g = None if scalar else rng.standard_normal(arrays[0].shape).astype(np.float32)
         sides = {k: _tl_side(k, _op_step(tl, F, op, arrays, g)) for k in ("numba", "numpy")}
         if torch is not None:
@@ -265,7 +274,9 @@ def section_ops(ctx, quick):
         rows.append(make_row("ops", name, times, **extra))
     notes = ["float32, forward + backward through `tinyllm.nn.functional` and `torch.nn.functional` "
              "(input leaves made once, their grads reset each rep). The max abs diff covers the output and every "
-             "input gradient."]
+             "input gradient.",
+             "The engine-overhead row divides by 33 for the cost of one op (forward + its backward) when the "
+             "arrays are too small to matter."]
     return rows, notes
 
 
