@@ -5,6 +5,7 @@ Argument parsing only; each command calls into the library:
     prepare shakespeare|text   ->  tinyllm.data
     train                      ->  tinyllm.train
     sample / eval / plot       ->  tinyllm.generate, tinyllm.metrics, tinyllm.plot
+    quantize                   ->  tinyllm.train.quantize_run (tinyllm.nn.quantized)
     demo                       ->  tinyllm.demo
 """
 import argparse
@@ -75,6 +76,13 @@ def _eval(args):
     return 0
 
 
+def _quantize(args):
+    from .train import quantize_run
+    before, after = quantize_run(args.run, args.out, args.checkpoint)
+    print(f"wrote {args.out}: model file {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB (int8 weights)")
+    return 0
+
+
 def _plot(args):
     from .plot import plot_run
     path = plot_run(args.run, args.out)
@@ -137,6 +145,12 @@ def build_parser():
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--max-batches", type=int, default=None)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("quantize", help="write an int8 copy of a run (per-channel weights) for eval and sample")
+    p.add_argument("--run", default="runs/shakespeare")
+    p.add_argument("--out", required=True, help="the new run directory")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser("plot", help="write a loss-curve PNG of a run (needs the plot extra: matplotlib)")
     p.add_argument("--run", default="runs/shakespeare")

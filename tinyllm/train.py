@@ -285,6 +285,26 @@ def load_run(run_dir, which="best", device="cpu"):
     cfg = TrainConfig.from_dict(run_config["train"])
     cfg.device = device
     model = build_model(cfg, run_config["vocab_size"])
+    if run_config.get("quantized") == "int8":  # written by quantize_run: int8 layers, then their state
+        from .nn.quantized import quantize_
+        quantize_(model)
     checkpoint.load_checkpoint(ck_dir, model)
     model.eval()
     return model, load_tokenizer(os.path.join(run_dir, "tokenizer.json")), run_config
+
+
+def quantize_run(run_dir, out_dir, which="best"):
+    """Write an int8 copy of a run: every Linear and Embedding weight quantized per output channel
+    (tinyllm/nn/quantized.py). ``out_dir`` is a run directory that ``load_run``, ``eval`` and
+    ``sample`` accept. Returns (float bytes, int8 bytes) of the two model files."""
+    from .nn.quantized import quantize_
+    model, _, run_config = load_run(run_dir, which)
+    quantize_(model)
+    run_config = dict(run_config, quantized="int8")
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.save_checkpoint(os.path.join(out_dir, which), model, config=run_config)
+    shutil.copyfile(os.path.join(run_dir, "tokenizer.json"), os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(run_config, f, indent=2)
+    sizes = [os.path.getsize(os.path.join(d, which, checkpoint.MODEL_FILE)) for d in (run_dir, out_dir)]
+    return tuple(sizes)
