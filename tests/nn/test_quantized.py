@@ -85,3 +85,28 @@ def test_quantize_cli_feeds_eval_and_sample(tmp_path, capsys):
     assert len(losses) == 2 and abs(losses[0] - losses[1]) < 0.05
     assert main(["sample", "--run", qrun, "--prompt", "to be", "--max-new-tokens", "30"]) == 0
     assert capsys.readouterr().out.startswith("to be")
+
+
+@pytest.mark.parametrize("M", [1, 3, 16, 17, 100])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_int8_kernel_matches_numpy_twin(M, dtype):
+    from tinyllm.kernels import int8
+    rng = np.random.default_rng(M)
+    x = rng.standard_normal((M, 70)).astype(dtype)
+    q, scale = quantize_per_channel(rng.standard_normal((33, 70)))
+    want = int8.int8_linear_numpy(x, q, scale)
+    got = int8.int8_linear_numba(x, q, scale)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=(1e-5 if dtype == np.float32 else 1e-12) * np.abs(want).max())
+    np.testing.assert_allclose(int8.linear(x, q, scale), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_quantized_linear_passes_gradients_to_its_input():
+    tl.manual_seed(0)
+    lin = nn.Linear(8, 4)
+    ql = QuantizedLinear.from_float(lin)
+    x = tl.randn(3, 8, requires_grad=True)
+    ql(x).sum().backward()
+    w = dequantize(ql.weight_int8.data, ql.weight_scale.data)
+    np.testing.assert_allclose(x.grad, np.tile(w.sum(axis=0), (3, 1)), rtol=1e-5)

@@ -4,14 +4,14 @@
     W ~ Q * scale[:, None]   (error at most scale_o / 2 per weight)
 
 ``QuantizedLinear`` and ``QuantizedEmbedding`` hold Q and the scales as buffers (so they save and
-load with the state dict) and dequantize on the fly at each forward: the file and the resident weights
-are a quarter of float32's, and the matmul itself still runs in float32 on BLAS (numpy has no fast int8
-GEMM). They are for inference: their weights take no gradient.
+load with the state dict): the file and the resident weights are a quarter of float32's. A few rows
+(decode steps) run a numba kernel that reads Q directly; many rows dequantize and use BLAS
+(tinyllm/kernels/int8.py). They are for inference: their weights take no gradient.
 """
 import numpy as np
 
-from .. import backend
-from ..autograd import Tensor
+from .. import backend, kernels
+from ..autograd import Tensor, is_grad_enabled
 from . import functional as F
 from .layers import Embedding, Linear
 from .module import Module
@@ -54,8 +54,17 @@ class QuantizedLinear(Module):
         return m
 
     def forward(self, x):
-        w = dequantize(self.weight_int8.data, self.weight_scale.data, x.dtype)
-        return F.linear(x, Tensor._wrap(w), self.bias)
+        if is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad:  # a gradient for x: the F path
+            w = dequantize(self.weight_int8.data, self.weight_scale.data, x.dtype)
+            return F.linear(x, Tensor._wrap(w), self.bias)
+        xd = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if xd.shape[-1] != self.in_features:
+            raise ValueError(f"linear: input of shape {xd.shape} does not match weight of shape "
+                             f"{(self.out_features, self.in_features)}")
+        y = kernels.int8.linear(xd.reshape(-1, self.in_features), self.weight_int8.data, self.weight_scale.data)
+        if self.bias is not None:
+            y += self.bias.data
+        return Tensor._wrap(y.reshape(xd.shape[:-1] + (self.out_features,)))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8"
