@@ -4,4 +4,5 @@ from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Modu
                      ReLU, Sequential, Sigmoid, Tanh)
 from .module import Module, Parameter, StateDictError
 from .kv_cache import KVCache
+from . import lora, quantized
 from .lstm import LSTM, LSTMCell
