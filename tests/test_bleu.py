@@ -43,6 +43,9 @@ def test_known_values():
     r = bleu(["a b c d"], ["a b c d e f g h"], smooth_method="none")  # all n-grams match, half the length
     assert r["bp"] == pytest.approx(math.exp(1 - 8 / 4)) and r["score"] == pytest.approx(100 * math.exp(-1))
     assert bleu(["x y z w"], ["a b c d"], smooth_method="none")["score"] == 0.0
+    assert bleu(["", "a a a a"], ["a", "b"])["score"] == 0.0  # nothing matches: 0 even with smoothing
+    assert bleu(["", "the the the the"], ["b", "the a"])["score"] == pytest.approx(
+        sacrebleu.corpus_bleu(["", "the the the the"], [["b", "the a"]], tokenize="none").score)
     assert bleu([["a", "b"]], [[["a", "b"]]], max_order=2)["score"] == pytest.approx(100.0)  # token lists
 
 
@@ -57,7 +60,7 @@ WORDS = st.sampled_from("the a cat dog sat on mat house big small red".split())
 SENT = st.lists(WORDS, min_size=0, max_size=12).map(" ".join)
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=300)
 @given(data=st.data(), n=st.integers(1, 6), n_refs=st.integers(1, 3),
        method=st.sampled_from(["exp", "floor", "add-k", "none"]))
 def test_random_corpora_match_sacrebleu(data, n, n_refs, method):

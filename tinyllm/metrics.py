@@ -64,7 +64,7 @@ def bleu(hypotheses, references, max_order=4, smooth_method="exp", smooth_value=
         p_n = clipped matches_n / hypothesis n-grams,  BP = min(1, exp(1 - ref_len / hyp_len))
         BLEU = 100 * BP * exp(mean over n of log p_n)
 
-    Smoothing for zero counts: 'exp' (sacrebleu's default: the k-th zero precision becomes
+    A corpus with no matching n-gram of any order scores 0 whatever the smoothing. Smoothing for zero counts: 'exp' (sacrebleu's default: the k-th zero precision becomes
     1 / (2^k * total_n)), 'floor' (``smooth_value`` / total_n, 0.1 by default), 'add-k' (add
     ``smooth_value``, 1 by default, to the matches and totals of n > 1) or 'none'.
     Returns a dict: ``score``, ``precisions`` (percent), ``bp``, ``sys_len``, ``ref_len``.
@@ -94,6 +94,9 @@ def bleu(hypotheses, references, max_order=4, smooth_method="exp", smooth_value=
             correct[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
             total[n - 1] += max(0, len(hyp) - n + 1)
     precisions = [0.0] * max_order
+    bp = 1.0 if sys_len >= ref_len else (math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0)
+    if not any(correct):  # no n-gram of any order matched: 0, whatever the smoothing (as sacrebleu)
+        return {"score": 0.0, "precisions": precisions, "bp": bp, "sys_len": sys_len, "ref_len": ref_len}
     smooth_exp = 1.0
     for n in range(1, max_order + 1):
         c, t = correct[n - 1], total[n - 1]
@@ -109,7 +112,6 @@ def bleu(hypotheses, references, max_order=4, smooth_method="exp", smooth_value=
                 precisions[n - 1] = 100.0 * smooth_value / t
         else:
             precisions[n - 1] = 100.0 * c / t
-    bp = 1.0 if sys_len >= ref_len else (math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0)
     if any(p == 0.0 for p in precisions):
         score = 0.0
     else:
