@@ -60,7 +60,7 @@ WORDS = st.sampled_from("the a cat dog sat on mat house big small red".split())
 SENT = st.lists(WORDS, min_size=0, max_size=12).map(" ".join)
 
 
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=300, derandomize=True)  # a fixed search: CI stays reproducible
 @given(data=st.data(), n=st.integers(1, 6), n_refs=st.integers(1, 3),
        method=st.sampled_from(["exp", "floor", "add-k", "none"]))
 def test_random_corpora_match_sacrebleu(data, n, n_refs, method):
