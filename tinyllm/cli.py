@@ -6,6 +6,7 @@ Argument parsing only; each command calls into the library:
     train                      ->  tinyllm.train
     sample / eval / plot       ->  tinyllm.generate, tinyllm.metrics, tinyllm.plot
     quantize                   ->  tinyllm.train.quantize_run (tinyllm.nn.quantized)
+    search                     ->  tinyllm.search
     demo                       ->  tinyllm.demo
 """
 import argparse
@@ -83,6 +84,21 @@ def _quantize(args):
     return 0
 
 
+def _search(args):
+    import json
+    import os
+    from .search import format_leaderboard, plot_leaderboard, run_search
+    with open(args.space) as f:
+        space = json.load(f)
+    rows = run_search(args.data, args.out, space, args.strategy, args.trials, args.budget_iters, args.seed)
+    print(format_leaderboard(rows))
+    try:
+        print(f"wrote {plot_leaderboard(rows, os.path.join(args.out, 'leaderboard.png'))}")
+    except RuntimeError as e:  # no matplotlib: the table is still there
+        print(f"(no plot: {e})")
+    return 0
+
+
 def _plot(args):
     from .plot import plot_run
     path = plot_run(args.run, args.out)
@@ -151,6 +167,16 @@ def build_parser():
     p.add_argument("--out", required=True, help="the new run directory")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.set_defaults(func=_quantize)
+
+    p = sub.add_parser("search", help="grid or random hyper-parameter search over train's config fields")
+    p.add_argument("--data", default="data/shakespeare")
+    p.add_argument("--space", required=True, help="JSON file: field -> list of candidates or {uniform|log_uniform|int|choice: ...}")
+    p.add_argument("--strategy", choices=["grid", "random"], default="random")
+    p.add_argument("--trials", type=int, default=10, help="random draws (grid: at most this many, 0 = all)")
+    p.add_argument("--budget-iters", type=int, default=200, help="training iterations per trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/search")
+    p.set_defaults(func=_search)
 
     p = sub.add_parser("plot", help="write a loss-curve PNG of a run (needs the plot extra: matplotlib)")
     p.add_argument("--run", default="runs/shakespeare")
