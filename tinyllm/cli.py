@@ -7,6 +7,7 @@ Argument parsing only; each command calls into the library:
     sample / eval / plot       ->  tinyllm.generate, tinyllm.metrics, tinyllm.plot
     quantize                   ->  tinyllm.train.quantize_run (tinyllm.nn.quantized)
     search                     ->  tinyllm.search
+    merge                      ->  tinyllm.train.merge_run (tinyllm.nn.lora)
     demo                       ->  tinyllm.demo
 """
 import argparse
@@ -28,7 +29,8 @@ def _prepare(args):
         if not args.file:
             raise SystemExit("prepare text: give the text file to prepare, e.g. `prepare text corpus.txt --out data/mine`")
         with open(args.file, encoding="utf-8") as f:
-            meta = data.prepare_text(f.read(), args.out, args.tokenizer, args.vocab_size, source=args.file)
+            meta = data.prepare_text(f.read(), args.out, args.tokenizer, args.vocab_size, source=args.file,
+                                     tokenizer_from=args.tokenizer_from)
     print(f"wrote {args.out}: {meta['characters']:,} characters, vocabulary {meta['vocab_size']}, "
           f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens")
     return 0
@@ -99,6 +101,12 @@ def _search(args):
     return 0
 
 
+def _merge(args):
+    from .train import merge_run
+    print(f"wrote {merge_run(args.run, args.out, args.checkpoint)} (LoRA adapters merged into the weights)")
+    return 0
+
+
 def _plot(args):
     from .plot import plot_run
     path = plot_run(args.run, args.out)
@@ -131,6 +139,8 @@ def build_parser():
     p.add_argument("--out", default=None, help="output directory (default: data/shakespeare or data/<file stem>)")
     p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
     p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 512)")
+    p.add_argument("--tokenizer-from", default=None, help="prepare text: reuse DIR/tokenizer.json (a data or run "
+                   "directory), so a model trained there can be fine-tuned on this text")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model on a prepared data directory (defaults: nanoGPT's CPU recipe)")
@@ -167,6 +177,12 @@ def build_parser():
     p.add_argument("--out", required=True, help="the new run directory")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.set_defaults(func=_quantize)
+
+    p = sub.add_parser("merge", help="fold a LoRA run's adapters into the weights: a plain run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("search", help="grid or random hyper-parameter search over train's config fields")
     p.add_argument("--data", default="data/shakespeare")

@@ -89,11 +89,24 @@ def _atomic_write_bytes(path, data):
     os.replace(tmp, path)
 
 
-def prepare_text(text, out_dir, tokenizer="char", vocab_size=None, val_fraction=0.1, source="text"):
-    """Tokenize ``text``, split it (first 90% train, last 10% val) and write ``out_dir``. Returns meta."""
+def prepare_text(text, out_dir, tokenizer="char", vocab_size=None, val_fraction=0.1, source="text",
+                 tokenizer_from=None):
+    """Tokenize ``text``, split it (first 90% train, last 10% val) and write ``out_dir``. Returns meta.
+
+    ``tokenizer_from`` (a data or run directory) reuses its ``tokenizer.json`` instead of building one,
+    so the ids mean what they meant to a model trained there (for fine-tuning it).
+    """
     if not text:
         raise DataError("cannot prepare an empty text")
-    tok = build_tokenizer(text, tokenizer, vocab_size)
+    if tokenizer_from:
+        from .text import load_tokenizer
+        path = os.path.join(tokenizer_from, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise DataError(f"{tokenizer_from} has no tokenizer.json to reuse")
+        tok = load_tokenizer(path)
+        tokenizer = f"from {tokenizer_from}"
+    else:
+        tok = build_tokenizer(text, tokenizer, vocab_size)
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
     n_train = int(len(ids) * (1 - val_fraction))

@@ -59,6 +59,10 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = "float32"
     device: str = "cpu"  # or 'cuda' (needs the gpu extra: CuPy and a CUDA GPU)
+    # fine-tuning: start from a tinyllm run or a Hugging Face GPT-2 directory (its architecture wins)
+    init_from: str = ""
+    lora_rank: int = 0  # > 0: freeze the model, train LoRA adapters on c_attn / c_proj / c_fc only
+    lora_alpha: float = 16.0
     progress: bool = True
 
     @classmethod
@@ -104,9 +108,72 @@ def _build_model(cfg, vocab_size):
     raise ValueError(f"unknown model {cfg.model!r} (available: gpt, lstm, vae, ffn)")
 
 
+def load_pretrained(path, device="cpu"):
+    """The model of a tinyllm run directory (its best checkpoint; LoRA adapters merged in) or of a
+    Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+    with open(os.path.join(path, "config.json")) as f:
+        conf = json.load(f)
+    if "train" in conf:  # a tinyllm run
+        from .nn.lora import merge_lora
+        return merge_lora(load_run(path, device=device)[0])
+    from .models import GPT
+    return GPT.from_pretrained(path).to(device)
+
+
+def _architecture_from(model, cfg):
+    """A fine-tuned model keeps its own shape: copy it into the config the run records."""
+    mc = getattr(model, "config", None)
+    for name in ("n_layer", "n_head", "n_embd", "bias", "tie_weights", "activation", "pos_encoding", "dropout"):
+        if mc is not None and hasattr(mc, name):
+            setattr(cfg, name, getattr(mc, name))
+    if mc is not None and cfg.block_size > mc.block_size:
+        raise ValueError(f"block_size {cfg.block_size} is longer than the pretrained model's {mc.block_size}")
+
+
+class _Adapters:
+    """What a LoRA run checkpoints: only the adapters (``lora_A`` / ``lora_B``)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self):
+        from .nn.lora import lora_state_dict
+        return lora_state_dict(self.model)
+
+    def load_state_dict(self, state, strict=True):
+        expected = set(self.state_dict())
+        if strict and set(state) != expected:
+            raise checkpoint.CheckpointError(f"the checkpoint's adapters {sorted(set(state))[:4]}... do not match "
+                                             f"the model's {sorted(expected)[:4]}...")
+        return self.model.load_state_dict(state, strict=False)
+
+
+def initial_model(cfg, vocab_size):
+    """The model a run starts from: new (``build_model``), or ``cfg.init_from`` (with LoRA adapters when
+    ``cfg.lora_rank`` > 0). Returns (model, what to checkpoint)."""
+    if not cfg.init_from:
+        if cfg.lora_rank:
+            raise ValueError("lora_rank needs init_from: LoRA adapts a pretrained model")
+        model = build_model(cfg, vocab_size)
+        return model, model
+    model = load_pretrained(cfg.init_from, cfg.device)
+    model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if model_vocab != vocab_size:
+        raise ValueError(f"the data has a vocabulary of {vocab_size} but the model from {cfg.init_from} has "
+                         f"{model_vocab}: prepare the data with --tokenizer-from {cfg.init_from}")
+    _architecture_from(model, cfg)
+    model.train()
+    if cfg.lora_rank:
+        from .nn.lora import apply_lora
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        return model, _Adapters(model)
+    return model, model
+
+
 def configure_optimizer(model, cfg):
-    """AdamW with weight decay on matrices (ndim >= 2) only, as nanoGPT."""
-    params = list(model.parameters())
+    """AdamW with weight decay on matrices (ndim >= 2) only, as nanoGPT; only trainable parameters
+    (with LoRA: only the adapters, so the optimizer state holds nothing else)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -167,13 +234,13 @@ def train(data_dir, out_dir, cfg=None, resume=False, log=print):
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
 
     backend.manual_seed(cfg.seed)
-    model = build_model(cfg, meta["vocab_size"])
+    model, saved = initial_model(cfg, meta["vocab_size"])
     opt = configure_optimizer(model, cfg)
     batch_rng, eval_rng = np.random.default_rng(cfg.seed), np.random.default_rng(cfg.seed + 1)
     start_iter, best_val, last_eval = 0, float("inf"), None
 
     if resume:
-        ck = checkpoint.load_checkpoint(last_dir, model, opt)  # recovers from an interrupted save too
+        ck = checkpoint.load_checkpoint(last_dir, saved, opt)  # recovers from an interrupted save too
         saved_cfg = TrainConfig.from_dict(ck.config["train"])
         saved_cfg.max_iters, saved_cfg.progress, saved_cfg.device = cfg.max_iters, cfg.progress, cfg.device
         cfg = saved_cfg
@@ -197,7 +264,7 @@ def train(data_dir, out_dir, cfg=None, resume=False, log=print):
     def save(path, it, evaluated):
         state = {"iter": it, "best_val_loss": best_val, "batch_rng": _rng_state(batch_rng),
                  "eval_rng": _rng_state(eval_rng), "model_rng": backend.get_rng_state(), "eval": evaluated}
-        checkpoint.save_checkpoint(path, model, opt, config=run_config, train_state=state)
+        checkpoint.save_checkpoint(path, saved, opt, config=run_config, train_state=state)
 
     bar = _progress(start_iter, cfg)
     last_eval = last_eval if resume else None
@@ -284,11 +351,22 @@ def load_run(run_dir, which="best", device="cpu"):
     run_config = checkpoint.read_config(ck_dir)
     cfg = TrainConfig.from_dict(run_config["train"])
     cfg.device = device
-    model = build_model(cfg, run_config["vocab_size"])
+    target = None
+    if cfg.lora_rank:  # the checkpoint holds adapters only: rebuild the base it adapts, then add them
+        from .nn.lora import apply_lora
+        model = load_pretrained(cfg.init_from, device)
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        target = _Adapters(model)
+    elif cfg.model == "gpt" and run_config.get("model"):  # the recorded shape (a fine-tuned GPT-2 keeps its own)
+        from .models import GPT, GPTConfig
+        with backend.default_dtype(np.dtype(cfg.dtype)):
+            model = GPT(GPTConfig.from_dict(run_config["model"])).to(backend._check_device(device))
+    else:
+        model = build_model(cfg, run_config["vocab_size"])
     if run_config.get("quantized") == "int8":  # written by quantize_run: int8 layers, then their state
         from .nn.quantized import quantize_
         quantize_(model)
-    checkpoint.load_checkpoint(ck_dir, model)
+    checkpoint.load_checkpoint(ck_dir, target or model)
     model.eval()
     return model, load_tokenizer(os.path.join(run_dir, "tokenizer.json")), run_config
 
@@ -308,3 +386,21 @@ def quantize_run(run_dir, out_dir, which="best"):
         json.dump(run_config, f, indent=2)
     sizes = [os.path.getsize(os.path.join(d, which, checkpoint.MODEL_FILE)) for d in (run_dir, out_dir)]
     return tuple(sizes)
+
+
+def merge_run(run_dir, out_dir, which="best"):
+    """Write a LoRA run with its adapters folded into the weights, as a plain run (``load_run``,
+    ``eval``, ``sample`` and ``--init-from`` accept it)."""
+    from .nn.lora import merge_lora
+    model, _, run_config = load_run(run_dir, which)
+    if not run_config["train"].get("lora_rank"):
+        raise ValueError(f"{run_dir} is not a LoRA run (its lora_rank is 0): nothing to merge")
+    merge_lora(model)
+    train_cfg = dict(run_config["train"], lora_rank=0, init_from="")
+    run_config = dict(run_config, train=train_cfg, model=model.config.to_dict(), merged_from=os.path.abspath(run_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.save_checkpoint(os.path.join(out_dir, which), model, config=run_config)
+    shutil.copyfile(os.path.join(run_dir, "tokenizer.json"), os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(run_config, f, indent=2)
+    return out_dir
