@@ -23,6 +23,17 @@ def _demo(args):
 
 def _prepare(args):
     from . import data
+    if args.source in ("translation", "parallel"):
+        from . import translation
+        if args.source == "translation":
+            meta = translation.prepare_synthetic(args.out, args.pairs, args.seed)
+        else:
+            if not (args.file and args.target):
+                raise SystemExit("prepare parallel: give the source file and --target TARGET_FILE")
+            meta = translation.prepare_pair(args.file, args.target, args.out)
+        print(f"wrote {args.out}: {meta['train_pairs']:,} train / {meta['val_pairs']:,} val sentence pairs "
+              f"({meta['source']})")
+        return 0
     if args.source == "shakespeare":
         meta = data.prepare_shakespeare(args.out, args.tokenizer, args.vocab_size)
     else:
@@ -134,8 +145,11 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="download or read a corpus, tokenize it and split it 90/10")
-    p.add_argument("source", choices=["shakespeare", "text"])
-    p.add_argument("file", nargs="?", help="the text file, for `prepare text`")
+    p.add_argument("source", choices=["shakespeare", "text", "translation", "parallel"])
+    p.add_argument("file", nargs="?", help="the text file (`prepare text`) or the source-side file (`prepare parallel`)")
+    p.add_argument("--target", default=None, help="prepare parallel: the target-side file, aligned line by line")
+    p.add_argument("--pairs", type=int, default=20000, help="prepare translation: sentence pairs to generate")
+    p.add_argument("--seed", type=int, default=0, help="prepare translation: the languages' and sentences' seed")
     p.add_argument("--out", default=None, help="output directory (default: data/shakespeare or data/<file stem>)")
     p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
     p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 512)")
@@ -210,7 +224,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "prepare" and args.out is None:
         import os
-        args.out = "data/shakespeare" if args.source == "shakespeare" else \
+        args.out = {"shakespeare": "data/shakespeare", "translation": "data/translation"}.get(args.source) or \
             os.path.join("data", os.path.splitext(os.path.basename(args.file or "text"))[0])
     try:
         return args.func(args)
