@@ -121,4 +121,10 @@ def test_lora_from_a_hugging_face_directory(tmp_path, capsys):
                  "--batch-size", "2", "--eval-iters", "1", "--no-progress"]) == 0
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["model"]["block_size"] == 32 and cfg["train"]["activation"] == "gelu_tanh" and cfg["train"]["bias"]
+    only_attn = str(tmp_path / "hf_lora_attn")
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", only_attn, "--init-from", str(tmp_path / "hf"),
+                 "--lora-rank", "2", "--lora-targets", "c_attn", "--max-iters", "2", "--eval-interval", "2",
+                 "--block-size", "16", "--batch-size", "2", "--eval-iters", "1", "--no-progress"]) == 0
+    keys = load_file(os.path.join(only_attn, "best", "model.safetensors")).keys()
+    assert keys and all(".attn.c_attn.lora_" in k for k in keys)
     assert main(["sample", "--run", out, "--prompt", "to", "--max-new-tokens", "10"]) == 0

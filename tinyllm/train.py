@@ -63,6 +63,7 @@ class TrainConfig:
     init_from: str = ""
     lora_rank: int = 0  # > 0: freeze the model, train LoRA adapters on c_attn / c_proj / c_fc only
     lora_alpha: float = 16.0
+    lora_targets: str = "c_attn,c_proj,c_fc"  # comma-separated names of the Linear layers to adapt
     progress: bool = True
 
     @classmethod
@@ -148,6 +149,10 @@ class _Adapters:
         return self.model.load_state_dict(state, strict=False)
 
 
+def _targets(cfg):
+    return tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+
+
 def initial_model(cfg, vocab_size):
     """The model a run starts from: new (``build_model``), or ``cfg.init_from`` (with LoRA adapters when
     ``cfg.lora_rank`` > 0). Returns (model, what to checkpoint)."""
@@ -165,7 +170,7 @@ def initial_model(cfg, vocab_size):
     model.train()
     if cfg.lora_rank:
         from .nn.lora import apply_lora
-        apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, _targets(cfg))
         return model, _Adapters(model)
     return model, model
 
@@ -355,7 +360,7 @@ def load_run(run_dir, which="best", device="cpu"):
     if cfg.lora_rank:  # the checkpoint holds adapters only: rebuild the base it adapts, then add them
         from .nn.lora import apply_lora
         model = load_pretrained(cfg.init_from, device)
-        apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, _targets(cfg))
         target = _Adapters(model)
     elif cfg.model == "gpt" and run_config.get("model"):  # the recorded shape (a fine-tuned GPT-2 keeps its own)
         from .models import GPT, GPTConfig
