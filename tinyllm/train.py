@@ -383,12 +383,7 @@ def quantize_run(run_dir, out_dir, which="best"):
     from .nn.quantized import quantize_
     model, _, run_config = load_run(run_dir, which)
     quantize_(model)
-    run_config = dict(run_config, quantized="int8")
-    os.makedirs(out_dir, exist_ok=True)
-    checkpoint.save_checkpoint(os.path.join(out_dir, which), model, config=run_config)
-    shutil.copyfile(os.path.join(run_dir, "tokenizer.json"), os.path.join(out_dir, "tokenizer.json"))
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(run_config, f, indent=2)
+    _write_derived_run(run_dir, out_dir, which, model, dict(run_config, quantized="int8"))
     sizes = [os.path.getsize(os.path.join(d, which, checkpoint.MODEL_FILE)) for d in (run_dir, out_dir)]
     return tuple(sizes)
 
@@ -403,9 +398,14 @@ def merge_run(run_dir, out_dir, which="best"):
     merge_lora(model)
     train_cfg = dict(run_config["train"], lora_rank=0, init_from="")
     run_config = dict(run_config, train=train_cfg, model=model.config.to_dict(), merged_from=os.path.abspath(run_dir))
+    _write_derived_run(run_dir, out_dir, which, model, run_config)
+    return out_dir
+
+
+def _write_derived_run(run_dir, out_dir, which, model, run_config):
+    """A run directory made from another (quantized, merged): its checkpoint, config and tokenizer."""
     os.makedirs(out_dir, exist_ok=True)
     checkpoint.save_checkpoint(os.path.join(out_dir, which), model, config=run_config)
     shutil.copyfile(os.path.join(run_dir, "tokenizer.json"), os.path.join(out_dir, "tokenizer.json"))
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(run_config, f, indent=2)
-    return out_dir
