@@ -11,7 +11,7 @@ import math
 from ..autograd import no_grad
 from . import init
 from .layers import Linear, _empty
-from .module import Module
+from .module import Module, replace_submodules
 
 
 class LoRALinear(Module):
@@ -53,12 +53,8 @@ def apply_lora(model, rank=8, alpha=16.0, targets=("c_attn", "c_proj", "c_fc")):
     in a LoRALinear, in place. Returns the number of trainable (adapter) parameters."""
     for p in model.parameters():
         p.requires_grad_(False)
-    wrapped = 0
-    for module in list(model.modules()):
-        for name, child in list(module._modules.items()):
-            if isinstance(child, Linear) and name in targets:
-                module._modules[name] = LoRALinear(child, rank, alpha)
-                wrapped += 1
+    wrapped = replace_submodules(
+        model, lambda name, child: LoRALinear(child, rank, alpha) if isinstance(child, Linear) and name in targets else None)
     if not wrapped:
         raise ValueError(f"apply_lora: no nn.Linear named one of {targets} in {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -66,10 +62,7 @@ def apply_lora(model, rank=8, alpha=16.0, targets=("c_attn", "c_proj", "c_fc")):
 
 def merge_lora(model):
     """Replace every LoRALinear with its merged Linear, in place; returns the model."""
-    for module in list(model.modules()):
-        for name, child in list(module._modules.items()):
-            if isinstance(child, LoRALinear):
-                module._modules[name] = child.merged()
+    replace_submodules(model, lambda name, child: child.merged() if isinstance(child, LoRALinear) else None)
     return model
 
 

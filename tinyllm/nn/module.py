@@ -291,3 +291,16 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n" + "\n".join(lines) + "\n)"
+
+
+def replace_submodules(model, convert):
+    """Swap submodules in place: ``convert(name, child)`` returns the replacement or None to keep the
+    child. The walk is over a snapshot, so replacements are not visited again. Returns how many changed."""
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module._modules.items()):
+            new = convert(name, child) if child is not None else None
+            if new is not None:
+                module._modules[name] = new
+                replaced += 1
+    return replaced

@@ -14,7 +14,7 @@ from .. import backend, kernels
 from ..autograd import Tensor, is_grad_enabled
 from . import functional as F
 from .layers import Embedding, Linear
-from .module import Module
+from .module import Module, replace_submodules
 
 
 def quantize_per_channel(weight):
@@ -109,10 +109,13 @@ def quantize_(model):
     """Replace every ``Linear`` and ``Embedding`` in ``model`` with its int8 version, in place (tied
     weights share one int8 copy). Returns the model, in eval mode."""
     shared = {}
-    for module in list(model.modules()):
-        for name, child in list(module._modules.items()):
-            if isinstance(child, Linear):
-                module._modules[name] = QuantizedLinear.from_float(child, shared)
-            elif isinstance(child, Embedding):
-                module._modules[name] = QuantizedEmbedding.from_float(child, shared)
+
+    def convert(name, child):
+        if isinstance(child, Linear):
+            return QuantizedLinear.from_float(child, shared)
+        if isinstance(child, Embedding):
+            return QuantizedEmbedding.from_float(child, shared)
+        return None
+
+    replace_submodules(model, convert)
     return model.eval()
