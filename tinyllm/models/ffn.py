@@ -11,30 +11,23 @@ a dedicated PAD token whose id is ``vocab_size`` (an extra embedding row that no
 padding never pretends to be text. (Bengio's optional direct input-to-output connections are left
 out, as in most re-implementations.)
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import nn
 from ..autograd import cat
+from .config import ConfigDict
 from .lstm_lm import lm_loss, run_in_eval_mode, sample_loop, token_ids
 
 
 @dataclass
-class FeedForwardLMConfig:
+class FeedForwardLMConfig(ConfigDict):
     vocab_size: int = 84
     context: int = 8
     n_embd: int = 64
     hidden: int = 512
     dropout: float = 0.0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class FeedForwardLM(nn.Module):

@@ -7,7 +7,7 @@ Face checkpoints load with ``GPT.from_pretrained(dir)``. Generation lives in ``g
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,10 +15,11 @@ from .. import nn
 from ..autograd import Tensor
 from ..backend import default_dtype
 from ..nn import functional as F
+from .config import ConfigDict
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(ConfigDict):
     vocab_size: int = 84
     block_size: int = 64
     n_layer: int = 4
@@ -41,14 +42,6 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GPTConfig: {name} must be positive, got {getattr(self, name)}")
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def sinusoidal_positions(n_positions, dim):

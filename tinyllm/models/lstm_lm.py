@@ -9,13 +9,14 @@ one back, so a caller reading contiguous windows can carry the state across them
 This file also holds the few helpers the recurrent baselines share (token-id checks, the loss, and a
 step-wise sampling loop with ``generate``'s argument names).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import backend, nn
 from ..autograd import Tensor, no_grad
 from ..nn import functional as F
+from .config import ConfigDict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,21 +128,13 @@ def run_in_eval_mode(model, fn):
 # the model
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class LSTMLMConfig:
+class LSTMLMConfig(ConfigDict):
     vocab_size: int = 84
     n_embd: int = 128
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
     tie_weights: bool = False
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class LSTMLM(nn.Module):

@@ -8,20 +8,21 @@ target padding is ignored by the loss (``ignore_index`` = pad). ``translate`` de
 beam search through ``tinyllm.generate`` (the decoder is wrapped so that it looks like a decoder-only
 model with a cache: the cache holds the source memory and the prefix, and follows beams' rows).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import nn
 from ..autograd import Tensor
 from ..nn import functional as F
+from .config import ConfigDict
 from .gpt import sinusoidal_positions
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # tinyllm.translation's SPECIALS
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(ConfigDict):
     src_vocab_size: int = 64
     tgt_vocab_size: int = 64
     n_layer: int = 2
@@ -29,14 +30,6 @@ class Seq2SeqConfig:
     n_embd: int = 128
     max_len: int = 64
     dropout: float = 0.0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class Attention(nn.Module):

@@ -35,18 +35,19 @@ recon + KL/T: the negative ELBO per token, not the reconstruction loss alone (th
 the targets, so reconstruction alone would be no bound at all). Its argmax accuracy counts the sink
 as a wrong guess.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import backend, nn
 from ..autograd import Tensor, cat, no_grad
 from ..nn import functional as F
+from .config import ConfigDict
 from .lstm_lm import lm_loss, run_in_eval_mode, sample_loop, token_ids
 
 
 @dataclass
-class TextVAEConfig:
+class TextVAEConfig(ConfigDict):
     vocab_size: int = 84
     n_embd: int = 64
     hidden_size: int = 256
@@ -55,14 +56,6 @@ class TextVAEConfig:
     word_dropout: float = 0.25
     kl_anneal_iters: int = 1000
     dropout: float = 0.0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class TextVAE(nn.Module):
