@@ -126,8 +126,8 @@ def run_search(data_dir, out_dir, space, strategy="random", trials=10, budget_it
         row["seconds"] = round(time.perf_counter() - t0, 2)
         with open(os.path.join(out_dir, TRIALS_FILE), "a") as f:
             f.write(json.dumps(row) + "\n")
-        log(f"trial {i + 1}/{len(plan)} {params}: val loss "
-            f"{row['val_loss']:.4f}" if row["val_loss"] is not None else f"trial {i + 1}/{len(plan)} {params}: {row['error']}")
+        outcome = f"val loss {row['val_loss']:.4f}" if row["val_loss"] is not None else row["error"]
+        log(f"trial {i + 1}/{len(plan)} {params}: {outcome}")
     return leaderboard(out_dir)
 
 

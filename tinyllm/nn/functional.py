@@ -201,7 +201,7 @@ class CrossEntropy(Function):
     # Hard targets run the fused kernels of tinyllm/kernels/cross_entropy.py (only lse is kept).
     def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         xp = backend.get_array_module(logits)
-        ctx.reduction, ctx.soft = reduction, target.dtype.kind == "f"
+        ctx.reduction, ctx.soft, ctx.n = reduction, target.dtype.kind == "f", logits.shape[0]
         if ctx.soft:  # class probabilities
             C = logits.shape[-1]
             shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -229,7 +229,7 @@ class CrossEntropy(Function):
         else:
             with np.errstate(divide="ignore", invalid="ignore"):  # every row ignored: denom 0, loss nan
                 scale = g if ctx.reduction == "sum" else g / ctx.denom
-            rows = xp.broadcast_to(scale, (len(ctx.lse) if not ctx.soft else ctx.a.shape[0],))
+            rows = xp.broadcast_to(scale, (ctx.n,))
         if ctx.soft:
             a = ctx.a
             return (xp.exp(ctx.logp) * a.sum(axis=-1, keepdims=True) - a) * rows[:, None], None, None
