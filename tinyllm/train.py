@@ -149,8 +149,13 @@ class _Adapters:
         return self.model.load_state_dict(state, strict=False)
 
 
-def _targets(cfg):
-    return tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+def _lora_model(cfg, device):
+    """``cfg.init_from``'s model with LoRA adapters, and the view of it that is checkpointed."""
+    from .nn.lora import apply_lora
+    model = load_pretrained(cfg.init_from, device)
+    targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+    apply_lora(model, cfg.lora_rank, cfg.lora_alpha, targets)
+    return model, _Adapters(model)
 
 
 def initial_model(cfg, vocab_size):
@@ -161,18 +166,16 @@ def initial_model(cfg, vocab_size):
             raise ValueError("lora_rank needs init_from: LoRA adapts a pretrained model")
         model = build_model(cfg, vocab_size)
         return model, model
-    model = load_pretrained(cfg.init_from, cfg.device)
+    if cfg.lora_rank:
+        model, saved = _lora_model(cfg, cfg.device)
+    else:
+        model = saved = load_pretrained(cfg.init_from, cfg.device)
     model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if model_vocab != vocab_size:
         raise ValueError(f"the data has a vocabulary of {vocab_size} but the model from {cfg.init_from} has "
                          f"{model_vocab}: prepare the data with --tokenizer-from {cfg.init_from}")
     _architecture_from(model, cfg)
-    model.train()
-    if cfg.lora_rank:
-        from .nn.lora import apply_lora
-        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, _targets(cfg))
-        return model, _Adapters(model)
-    return model, model
+    return model.train(), saved
 
 
 def configure_optimizer(model, cfg):
@@ -358,10 +361,7 @@ def load_run(run_dir, which="best", device="cpu"):
     cfg.device = device
     target = None
     if cfg.lora_rank:  # the checkpoint holds adapters only: rebuild the base it adapts, then add them
-        from .nn.lora import apply_lora
-        model = load_pretrained(cfg.init_from, device)
-        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, _targets(cfg))
-        target = _Adapters(model)
+        model, target = _lora_model(cfg, device)
     elif cfg.model == "gpt" and run_config.get("model"):  # the recorded shape (a fine-tuned GPT-2 keeps its own)
         from .models import GPT, GPTConfig
         with backend.default_dtype(np.dtype(cfg.dtype)):
