@@ -118,6 +118,13 @@ def test_gelu_drivers(monkeypatch, driver, dtype):
                                    rtol=tol, atol=tol)
         np.testing.assert_allclose(G.gelu_backward_numba(x, g, approximate),
                                    G.gelu_backward_numpy(x64, g64, approximate), rtol=tol, atol=tol)
+        y, d = G.gelu_forward_and_derivative_numba(x, approximate)
+        y_ref, d_ref = G.gelu_forward_and_derivative_numpy(x64, approximate)
+        np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+        np.testing.assert_allclose(d, d_ref, rtol=tol, atol=tol)
+        # the one-pass form is the same arithmetic as the separate passes, bit for bit
+        np.testing.assert_array_equal(y, G.gelu_forward_numba(x, approximate))
+        np.testing.assert_array_equal(g * d, G.gelu_backward_numba(x, g, approximate))
 
 
 def test_kernels_run_as_plain_python():

@@ -636,21 +636,25 @@ def test_gelu_kernels_known_values():
 
 def test_use_kernels_switches_gelu(monkeypatch):
     calls = []
-    for name in ("gelu_forward_numba", "gelu_backward_numba", "gelu_forward_numpy", "gelu_backward_numpy"):
+    for name in ("gelu_forward_numba", "gelu_forward_and_derivative_numba", "gelu_forward_numpy",
+                 "gelu_forward_and_derivative_numpy"):
         original = getattr(gelu_kernels, name)
-        monkeypatch.setattr(gelu_kernels, name,
-                            lambda *a, _f=original, _n=name: calls.append(_n.split("_")[-1]) or _f(*a))
+        monkeypatch.setattr(gelu_kernels, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     x = tl.randn(4, 5, dtype=np.float64, requires_grad=True)
     with backend.use_kernels("numpy"):
         assert backend.kernels() == "numpy"
-        y_ref = F.gelu(x)
+        y_ref = F.gelu(x)  # y and dy/dx in one call; the backward multiplies by the saved dy/dx
         y_ref.sum().backward()
-    assert calls == ["numpy", "numpy"]
+        with tl.no_grad():
+            F.gelu(x)  # no graph: the forward alone
+    assert calls == ["gelu_forward_and_derivative_numpy", "gelu_forward_numpy"]
     grad_ref, x.grad, calls[:] = x.grad.copy(), None, []
     with backend.use_kernels("numba"):
         y = F.gelu(x)
         y.sum().backward()
-    assert calls == ["numba", "numba"]
+        with tl.no_grad():
+            F.gelu(x)
+    assert calls == ["gelu_forward_and_derivative_numba", "gelu_forward_numba"]
     np.testing.assert_allclose(y.data, y_ref.data, rtol=1e-14)
     np.testing.assert_allclose(x.grad, grad_ref, rtol=1e-14)
     with pytest.raises(ValueError, match="kernels"):

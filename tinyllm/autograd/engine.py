@@ -89,7 +89,8 @@ class Function:
     array, and ``backward(ctx, grad)`` returning one gradient (or None) per positional input.
 
     ``ctx`` is the Function instance: the forward pass keeps on it whatever the backward needs.
-    ``ctx.needs_input_grad[i]`` says whether input i wants a gradient, so work can be skipped.
+    ``ctx.needs_input_grad[i]`` says whether input i wants a gradient (never under no_grad), so work
+    can be skipped.
     """
 
     def forward(ctx, *args, **kwargs):
@@ -104,12 +105,13 @@ class Function:
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         if backend._cupy is not None:  # only a machine with CuPy can mix devices
             _check_same_device(cls.__name__, arrays)
-        needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        # under no_grad nothing will run backward, so a forward pass need save nothing for it
+        needs = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad for x in inputs)
         ctx.needs_input_grad = needs
         out = ctx.forward(*arrays, **options)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; .data is always an array
             out = np.asarray(out)
-        requires_grad = _grad_enabled and any(needs)
+        requires_grad = any(needs)
         result = Tensor._wrap(out, requires_grad)
         if requires_grad:
             ctx.parents = inputs

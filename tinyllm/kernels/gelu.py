@@ -3,6 +3,9 @@
 NumPy has no erf, so the NumPy reference twin calls ``math.erf`` element by element (exact, slow);
 the numba twin runs one fused pass: libm's erf in float64, a vectorised approximation good to about
 one ulp in float32 (see below). ``forward``/``backward`` dispatch on ``tinyllm.backend.kernels()``.
+``forward_and_derivative`` returns y and dy/dx from one pass: the autograd op saves dy/dx, so its
+backward is a single multiply instead of a second erf/exp pass (the backward pass of the recipe's
+MLP was the costlier half).
 
     exact:  y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2,  dy/dx = Phi(x) + x phi(x)
     tanh:   y = x (1 + tanh u) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)
@@ -40,14 +43,19 @@ def gelu_forward_numpy(x, approximate="none"):
     return 0.5 * x * (1 + erf_numpy(x * INV_SQRT_2))
 
 
-def gelu_backward_numpy(x, g, approximate="none"):
+def gelu_forward_and_derivative_numpy(x, approximate="none"):
     xp = backend.get_array_module(x)
     if approximate == "tanh":
         t = xp.tanh(SQRT_2_OVER_PI * (x + C * x ** 3))
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * C * x * x))
+        y = 0.5 * x * (1 + t)
+        return y, 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * C * x * x)
     cdf = 0.5 * (1 + erf_numpy(x * INV_SQRT_2))
     pdf = xp.exp(-0.5 * x * x) * INV_SQRT_2PI
-    return g * (cdf + x * pdf)
+    return x * cdf, cdf + x * pdf
+
+
+def gelu_backward_numpy(x, g, approximate="none"):
+    return g * gelu_forward_and_derivative_numpy(x, approximate)[1]
 
 
 # -------------------------------------------------------------------------- numba twin
@@ -68,9 +76,13 @@ _ERFC = tuple(_F32(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418,
                                  -1.13520398, 1.48851587, -0.82215223, 0.17087277))
 
 
+# What a pass writes: y to out; g * dy/dx to out; or y to out and dy/dx to out2.
+FORWARD, BACKWARD, BOTH = 0, 1, 2
+
+
 @njit(cache=True, error_model="numpy")  # no ZeroDivisionError check: it blocks vectorising
-def _gelu_chunk(x, g, out, use_tanh, backward, e, pdf, tbuf, ibuf):
-    """out = gelu(x) (or g * gelu'(x) when ``backward``) on one chunk, float32 fast path."""
+def _gelu_chunk(x, g, out, out2, use_tanh, mode, e, pdf, tbuf, ibuf):
+    """One chunk of the float32 fast path; ``mode`` is FORWARD, BACKWARD or BOTH (see above)."""
     n = x.size
     half, one, two = _F32(0.5), _F32(1.0), _F32(2.0)
     if use_tanh:
@@ -85,10 +97,13 @@ def _gelu_chunk(x, g, out, use_tanh, backward, e, pdf, tbuf, ibuf):
             b = two / (one + e[j])
             u_pos = xi >= 0  # u has the sign of x
             onep = b if u_pos else a  # 1 + tanh u
-            if backward:
+            if mode != FORWARD:
                 d = half * onep + half * xi * (a * b) * k * (one + _F32(3.0 * C) * xi * xi)
-                out[j] = g[j] * d
-            else:
+                if mode == BACKWARD:
+                    out[j] = g[j] * d
+                else:
+                    out2[j] = d
+            if mode != BACKWARD:
                 out[j] = half * xi * onep
         return
     c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _ERFC
@@ -101,35 +116,44 @@ def _gelu_chunk(x, g, out, use_tanh, backward, e, pdf, tbuf, ibuf):
         e[j] = -z2 + (c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * (c5 + t * (c6 + t * (c7 + t * (c8 + t * c9)))))))))
         pdf[j] = -z2
     _exp_inplace(e, n, ibuf, True)  # erfc(z) / t
-    if backward:
+    if mode != FORWARD:
         _exp_inplace(pdf, n, ibuf, True)  # exp(-x^2 / 2)
     for j in range(n):
         xi = x[j]
         half_erfc = half * tbuf[j] * e[j]
         cdf = one - half_erfc if xi >= 0 else half_erfc  # Phi(x)
-        if backward:
-            out[j] = g[j] * (cdf + xi * pdf[j] * _F32(INV_SQRT_2PI))
-        else:
+        if mode != FORWARD:
+            d = cdf + xi * pdf[j] * _F32(INV_SQRT_2PI)
+            if mode == BACKWARD:
+                out[j] = g[j] * d
+            else:
+                out2[j] = d
+        if mode != BACKWARD:
             out[j] = xi * cdf
 
 
 @njit(cache=True, error_model="numpy")
-def _gelu_exact64(x, g, out, lo, hi, use_tanh, backward):
+def _gelu_exact64(x, g, out, out2, lo, hi, use_tanh, mode):
     """The float64 (and reference-exact) path: libm's erf, tanh and exp."""
     for i in range(lo, hi):
         xi = x[i]
         if use_tanh:
             t = math.tanh(SQRT_2_OVER_PI * (xi + C * xi * xi * xi))
-            if backward:
-                out[i] = g[i] * (0.5 * (1.0 + t) + 0.5 * xi * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * C * xi * xi))
-            else:
-                out[i] = 0.5 * xi * (1.0 + t)
+            y = 0.5 * xi * (1.0 + t)
+            if mode != FORWARD:
+                d = 0.5 * (1.0 + t) + 0.5 * xi * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * C * xi * xi)
         else:
             cdf = 0.5 * (1.0 + math.erf(xi * INV_SQRT_2))
-            if backward:
-                out[i] = g[i] * (cdf + xi * math.exp(-0.5 * xi * xi) * INV_SQRT_2PI)
-            else:
-                out[i] = xi * cdf
+            y = xi * cdf
+            if mode != FORWARD:
+                d = cdf + xi * math.exp(-0.5 * xi * xi) * INV_SQRT_2PI
+        if mode == FORWARD:
+            out[i] = y
+        elif mode == BACKWARD:
+            out[i] = g[i] * d
+        else:
+            out[i] = y
+            out2[i] = d
 
 
 @njit(cache=True, error_model="numpy")
@@ -139,49 +163,57 @@ def _scratch():
 
 
 @njit(cache=True, error_model="numpy")
-def _gelu_block(b, x, g, out, use_tanh, backward, fast):
+def _gelu_block(b, x, g, out, out2, use_tanh, mode, fast):
     """Block b of CHUNK elements: one work item."""
     lo = b * CHUNK
     hi = min(x.size, lo + CHUNK)
     if fast:
         e, pdf, tbuf, ibuf = _scratch()
-        _gelu_chunk(x[lo:hi], g[lo:hi], out[lo:hi], use_tanh, backward, e, pdf, tbuf, ibuf)
+        _gelu_chunk(x[lo:hi], g[lo:hi], out[lo:hi], out2[lo:hi], use_tanh, mode, e, pdf, tbuf, ibuf)
     else:
-        _gelu_exact64(x, g, out, lo, hi, use_tanh, backward)
+        _gelu_exact64(x, g, out, out2, lo, hi, use_tanh, mode)
 
 
 @njit(cache=True, error_model="numpy")
-def _gelu_serial(x, g, out, use_tanh, backward, fast):
+def _gelu_serial(x, g, out, out2, use_tanh, mode, fast):
     if fast:  # one set of scratch buffers for the whole array
         e, pdf, tbuf, ibuf = _scratch()
         for lo in range(0, x.size, CHUNK):
             hi = min(x.size, lo + CHUNK)
-            _gelu_chunk(x[lo:hi], g[lo:hi], out[lo:hi], use_tanh, backward, e, pdf, tbuf, ibuf)
+            _gelu_chunk(x[lo:hi], g[lo:hi], out[lo:hi], out2[lo:hi], use_tanh, mode, e, pdf, tbuf, ibuf)
     else:
-        _gelu_exact64(x, g, out, 0, x.size, use_tanh, backward)
+        _gelu_exact64(x, g, out, out2, 0, x.size, use_tanh, mode)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _gelu_parallel(x, g, out, use_tanh, backward, fast):
+def _gelu_parallel(x, g, out, out2, use_tanh, mode, fast):
     for b in prange((x.size + CHUNK - 1) // CHUNK):
-        _gelu_block(b, x, g, out, use_tanh, backward, fast)
+        _gelu_block(b, x, g, out, out2, use_tanh, mode, fast)
 
 
-def _gelu_numba(x, g, approximate, backward):
+def _gelu_numba(x, g, approximate, mode):
+    """Returns out, or (out, out2) in mode BOTH, shaped like x."""
     flat = np.ascontiguousarray(x).reshape(-1)
     gflat = flat if g is None else np.ascontiguousarray(g, dtype=x.dtype).reshape(-1)
     out = np.empty_like(flat)
+    out2 = np.empty_like(flat) if mode == BOTH else out  # (unused unless BOTH)
     run = _gelu_parallel if flat.size >= PARALLEL_MIN_SIZE else _gelu_serial
-    run(flat, gflat, out, approximate == "tanh", backward, x.dtype == np.float32)
+    run(flat, gflat, out, out2, approximate == "tanh", mode, x.dtype == np.float32)
+    if mode == BOTH:
+        return out.reshape(x.shape), out2.reshape(x.shape)
     return out.reshape(x.shape)
 
 
 def gelu_forward_numba(x, approximate="none"):
-    return _gelu_numba(x, None, approximate, False)
+    return _gelu_numba(x, None, approximate, FORWARD)
 
 
 def gelu_backward_numba(x, g, approximate="none"):
-    return _gelu_numba(x, g, approximate, True)
+    return _gelu_numba(x, g, approximate, BACKWARD)
+
+
+def gelu_forward_and_derivative_numba(x, approximate="none"):
+    return _gelu_numba(x, None, approximate, BOTH)
 
 
 # -------------------------------------------------------------------------- dispatch
@@ -195,3 +227,10 @@ def forward(x, approximate="none"):
 
 def backward(x, g, approximate="none"):
     return gelu_backward_numba(x, g, approximate) if _use_numba(x) else gelu_backward_numpy(x, g, approximate)
+
+
+def forward_and_derivative(x, approximate="none"):
+    """(gelu(x), gelu'(x)): what the autograd op saves so that its backward is one multiply."""
+    if _use_numba(x):
+        return gelu_forward_and_derivative_numba(x, approximate)
+    return gelu_forward_and_derivative_numpy(x, approximate)

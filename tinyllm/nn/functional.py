@@ -321,13 +321,16 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
 
 
 class GELU(Function):
-    # formulas and derivatives in tinyllm/kernels/gelu.py
+    # y = x Phi(x)   =>   dx = dy * (Phi(x) + x phi(x))        (tanh form and kernels: kernels/gelu.py)
+    # The forward pass computes dy/dx alongside y, from the same erf and exp, and keeps it in place of x.
     def forward(ctx, x, approximate="none"):
-        ctx.x, ctx.approximate = x, approximate
-        return kernels.gelu.forward(x, approximate)
+        if not ctx.needs_input_grad[0]:
+            return kernels.gelu.forward(x, approximate)
+        y, ctx.dydx = kernels.gelu.forward_and_derivative(x, approximate)
+        return y
 
     def backward(ctx, g):
-        return kernels.gelu.backward(ctx.x, g, ctx.approximate)
+        return g * ctx.dydx
 
 
 def gelu(input, approximate="none"):
