@@ -38,6 +38,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import pool
+
 BR = 64  # query rows per tile
 BC = 64  # keys per tile
 LANES = 16  # partial sums of _rowdot: one AVX-512 register of float32
@@ -279,11 +281,12 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
 
 # ---------------------------------------------------------------------------------- drivers
 # Each kernel has a parallel driver (prange over the work items) and a serial one. Small problems run
-# serially: numba's thread pool costs a barrier per call, and on 2 cores its second thread fights
-# the BLAS threads that are still spinning from the previous matmul (a recipe training step ran
-# 2.4x slower with the parallel driver everywhere). ``PARALLEL_MIN_FLOPS`` is the crossover measured
-# on 2 Zen 4 cores; benchmarks/attention_bench.py times both sides of it.
-PARALLEL_MIN_FLOPS = 2 ** 27
+# serially: numba's thread pool costs a barrier per call. Outside the one-pool setup (pool.py) its
+# second thread also fights the BLAS threads still spinning from the previous numpy matmul (a recipe
+# training step ran 2.4x slower with the parallel driver everywhere), so the crossover is far higher
+# there. benchmarks/attention_bench.py times both drivers.
+PARALLEL_MIN_FLOPS = 2 ** 20
+PARALLEL_MIN_FLOPS_SHARED = 2 ** 27
 
 
 @njit(parallel=True, cache=True)
@@ -314,7 +317,7 @@ def _flash_backward_serial(n_items, q, k, v, out, lse, dout, scale, causal, spli
 
 def _parallel(BH, L, S, D):
     """Worth the thread pool? ~4 BH L S D flops a pass (halved for causal: counted in full here)."""
-    return 4 * BH * L * S * D >= PARALLEL_MIN_FLOPS and _threads() > 1
+    return pool.parallel(4 * BH * L * S * D, PARALLEL_MIN_FLOPS, PARALLEL_MIN_FLOPS_SHARED)
 
 
 # ---------------------------------------------------------------------------------- wrappers

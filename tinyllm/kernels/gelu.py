@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import backend
+from . import pool
 from .flash_attention import _exp_inplace
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -70,7 +71,8 @@ def gelu_backward_numpy(x, g, approximate="none"):
 #          for u >= 0 and (a, b) for u < 0, and 1 - tanh^2 u = a b
 # The exp is flash attention's polynomial one (max relative error 8e-8), run over chunks of CHUNK.
 CHUNK = 1024
-PARALLEL_MIN_SIZE = 2 ** 21  # elements; below it one thread wins (no pool barrier, no fight with BLAS)
+PARALLEL_MIN_SIZE = 2 ** 15  # elements; below it one thread wins (the pool's start, see pool.py)
+PARALLEL_MIN_SIZE_SHARED = 2 ** 21  # the same outside the one-pool setup (BLAS threads may be spinning)
 _F32 = np.float32
 _ERFC = tuple(_F32(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
                                  -1.13520398, 1.48851587, -0.82215223, 0.17087277))
@@ -197,7 +199,7 @@ def _gelu_numba(x, g, approximate, mode):
     gflat = flat if g is None else np.ascontiguousarray(g, dtype=x.dtype).reshape(-1)
     out = np.empty_like(flat)
     out2 = np.empty_like(flat) if mode == BOTH else out  # (unused unless BOTH)
-    run = _gelu_parallel if flat.size >= PARALLEL_MIN_SIZE else _gelu_serial
+    run = _gelu_parallel if pool.parallel(flat.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED) else _gelu_serial
     run(flat, gflat, out, out2, approximate == "tanh", mode, x.dtype == np.float32)
     if mode == BOTH:
         return out.reshape(x.shape), out2.reshape(x.shape)

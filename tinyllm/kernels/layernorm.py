@@ -17,10 +17,12 @@ import numpy as np
 from numba import njit, prange
 
 from .. import backend
+from . import pool
 
 LANES = 8  # float64 partial sums: one AVX-512 register
 ROWS_PER_BLOCK = 64  # rows per work item; each block keeps its own dw/db partial sums
-PARALLEL_MIN_SIZE = 2 ** 20  # elements; smaller inputs run on one thread (see flash_attention.py)
+PARALLEL_MIN_SIZE = 2 ** 14  # elements; smaller inputs run on one thread (the pool's start, see pool.py)
+PARALLEL_MIN_SIZE_SHARED = 2 ** 20  # the same outside the one-pool setup (BLAS threads may be spinning)
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -161,7 +163,7 @@ def layernorm_forward_numba(x, weight, bias, eps):
     y = np.empty_like(x)
     mean = np.empty(N, np.float64)
     rstd = np.empty(N, np.float64)
-    run = _forward_parallel if x.size >= PARALLEL_MIN_SIZE else _forward_serial
+    run = _forward_parallel if pool.parallel(x.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED) else _forward_serial
     run(x, w, b, float(eps), y, mean, rstd)
     return y, mean, rstd
 
@@ -174,7 +176,7 @@ def layernorm_backward_numba(x, weight, mean, rstd, g, need_wb=True):
     dx = np.empty_like(x)
     dw_part = np.zeros((_n_blocks(N), C), np.float64)
     db_part = np.zeros((_n_blocks(N), C), np.float64)
-    run = _backward_parallel if x.size >= PARALLEL_MIN_SIZE else _backward_serial
+    run = _backward_parallel if pool.parallel(x.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED) else _backward_serial
     run(x, w, mean, rstd, g, dx, dw_part, db_part)
     if not need_wb:
         return dx, None, None

@@ -40,7 +40,7 @@ class Linear(Function):
                              f"{weight.shape} ({x.shape[-1]} != {weight.shape[1]} in_features)")
         ctx.x, ctx.weight, ctx.has_bias = x, weight, bias is not None
         x2 = x.reshape(-1, x.shape[-1])  # (N, in): one GEMM, not a batched loop
-        out = x2 @ weight.T  # (N, out)
+        out = kernels.matmul.matmul(x2, weight.T)  # (N, out)
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -48,8 +48,8 @@ class Linear(Function):
     def backward(ctx, g):
         x, weight = ctx.x, ctx.weight
         g2 = g.reshape(-1, g.shape[-1])  # (N, out)
-        dx = (g2 @ weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        dw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        dx = kernels.matmul.matmul(g2, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        dw = kernels.matmul.matmul_tn(g2, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
         db = g2.sum(axis=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 

@@ -1,0 +1,109 @@
+"""The matmuls of Linear, forward and backward, run inside numba's thread pool (see ``pool.py``).
+
+    matmul(a, b)     = a @ b       (M, K) x (K, N): the forward x W^T and the backward dx = dy W
+    matmul_tn(a, b)  = a^T @ b     (K, M)^T x (K, N): the weight gradient dW = dy^T x
+
+The NumPy twin is the plain ``@``. The numba twin leaves the arithmetic to BLAS too (numba's
+``np.dot`` calls scipy's OpenBLAS, set to one thread) and only decides who does which part: each
+thread multiplies one block of a's rows; for ``matmul_tn`` each thread takes one block of the K rows
+that are summed over and the partial products are added at the end (a block of dW's rows would be a
+strided slice of dy, which BLAS would have to copy). Small products, other dtypes, and every case
+outside the one-pool setup take the NumPy twin.
+"""
+import math
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from .. import backend
+from . import pool
+
+PARALLEL_MIN_FLOPS = 2 ** 21  # 2MKN; below it one BLAS call on the calling thread wins. Outside the
+# one-pool setup numpy's own threaded BLAS is the better choice at every size.
+
+
+# -------------------------------------------------------------------------- NumPy reference twin
+def matmul_numpy(a, b):
+    return a @ b
+
+
+def matmul_tn_numpy(a, b):
+    return a.T @ b
+
+
+# -------------------------------------------------------------------------- numba twin
+@njit(cache=True)
+def _dot_into(a, b, out):
+    # np.dot inside a parallel loop body would make numba refuse to cache the whole driver
+    np.dot(a, b, out)
+
+
+@njit(parallel=True, cache=True)
+def _matmul_rows(a, b, out, n):
+    # a (M, K) C-contiguous, b (K, N) C- or F-contiguous, out (M, N): n blocks of rows, one a thread
+    M = a.shape[0]
+    for p in prange(n):
+        lo, hi = p * M // n, (p + 1) * M // n
+        _dot_into(a[lo:hi], b, out[lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _matmul_tn_split(a, b, parts, out):
+    # a (K, M), b (K, N), C-contiguous; parts (n, M, N): thread p forms a[Kp]^T b[Kp], then out = sum_p
+    K, n = a.shape[0], parts.shape[0]
+    for p in prange(n):
+        lo, hi = p * K // n, (p + 1) * K // n
+        _dot_into(a[lo:hi].T, b[lo:hi], parts[p])
+    M = out.shape[0]
+    for i in prange(M):
+        for j in range(out.shape[1]):
+            s = parts[0, i, j]
+            for p in range(1, n):
+                s += parts[p, i, j]
+            out[i, j] = s
+
+
+def _use_numba(a, b, flops):
+    return (backend.kernels() == "numba" and isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+            and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
+            and min(a.shape + b.shape) > 0 and pool.parallel(flops, PARALLEL_MIN_FLOPS, math.inf))
+
+
+def _check(name, a_shape, b_shape, ka, kb):
+    if ka != kb:
+        raise ValueError(f"{name}: shapes {a_shape} and {b_shape} do not align ({ka} != {kb})")
+
+
+def matmul_numba(a, b):
+    _check("matmul", a.shape, b.shape, a.shape[1], b.shape[0])
+    a = np.ascontiguousarray(a)
+    if not (b.flags.c_contiguous or b.flags.f_contiguous):
+        b = np.ascontiguousarray(b)
+    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    _matmul_rows(a, b, out, min(a.shape[0], get_num_threads()))
+    return out
+
+
+def matmul_tn_numba(a, b):
+    _check("matmul_tn", a.shape, b.shape, a.shape[0], b.shape[0])
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    n = max(1, min(a.shape[0], get_num_threads()))
+    parts = np.empty((n, a.shape[1], b.shape[1]), a.dtype)
+    out = np.empty((a.shape[1], b.shape[1]), a.dtype)
+    _matmul_tn_split(a, b, parts, out)
+    return out
+
+
+# -------------------------------------------------------------------------- dispatch
+def matmul(a, b):
+    """a @ b for 2-d arrays."""
+    if _use_numba(a, b, 2 * a.shape[0] * a.shape[1] * b.shape[1]):
+        return matmul_numba(a, b)
+    return matmul_numpy(a, b)
+
+
+def matmul_tn(a, b):
+    """a.T @ b for 2-d arrays, without forming a.T."""
+    if _use_numba(a, b, 2 * a.shape[0] * a.shape[1] * b.shape[1]):
+        return matmul_tn_numba(a, b)
+    return matmul_tn_numpy(a, b)

@@ -1,0 +1,58 @@
+"""One thread pool for the hot path: numba's. Decides whether the parallel kernel drivers may run.
+
+On a machine with few cores two thread pools fight. After each numpy matmul, OpenBLAS's threads keep
+spinning for a while (~0.1 s) on the cores that numba's parallel kernels want next; on 2 cores a
+recipe training step ran 2.4x slower with both pools busy (measured). So the matmuls of the training
+step run inside numba's pool too (``kernels/matmul.py``: each thread multiplies one block of rows by
+calling BLAS itself), through the BLAS that numba's ``np.dot`` calls: scipy's OpenBLAS, a separate
+library from numpy's, which this module sets to one thread. numpy's own BLAS keeps its threads for
+everything else a user does with numpy.
+
+``ACTIVE`` is True when that setup holds: numba has more than one thread, threadpoolctl can find
+scipy's OpenBLAS and it is not numpy's library too (as in a conda or system install, where limiting
+it would slow the user's numpy). Otherwise tinyllm keeps numpy's matmuls and one-thread kernels, as
+before. ``TINYLLM_ONE_POOL=0`` turns it off.
+"""
+import os
+
+import numpy as np
+
+
+def _numba_threads():
+    try:
+        import numba
+        return numba.get_num_threads()
+    except Exception:  # pragma: no cover - numba is a core dependency
+        return 1
+
+
+def _limit_numba_blas():
+    """Set the BLAS that numba's np.dot calls to one thread; True if that BLAS is not numpy's."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
+    def inside(package, path):  # the package's folder, or the wheel's bundled '<package>.libs'
+        root = os.path.dirname(os.path.abspath(package.__file__))
+        return path.startswith(root + os.sep) or path.startswith(root + ".libs" + os.sep)
+
+    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    ours = [c for c in blas if inside(scipy, os.path.abspath(c.filepath))]
+    if not ours or any(inside(np, os.path.abspath(c.filepath)) for c in ours):
+        return False
+    for c in ours:
+        c.set_num_threads(1)
+    return True
+
+
+ACTIVE = (os.environ.get("TINYLLM_ONE_POOL", "1").strip() != "0" and _numba_threads() > 1
+          and _limit_numba_blas())
+
+
+def parallel(work, min_work, min_work_shared):
+    """Run a kernel's parallel driver? With more than one thread, when ``work`` is at least
+    ``min_work`` in the one-pool setup (enough to pay the pool's start, a few microseconds), or at
+    least ``min_work_shared`` outside it (enough to pay for fighting BLAS threads that still spin)."""
+    return work >= (min_work if ACTIVE else min_work_shared) and _numba_threads() > 1
