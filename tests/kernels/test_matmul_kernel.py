@@ -78,25 +78,28 @@ def test_shape_mismatch_names_both_shapes():
 
 
 def test_dispatch(monkeypatch):
-    """The numba twin runs only for big enough float products in the one-pool setup; everything else
-    (small, integer, mixed dtypes, empty, the NumPy kernel family, the pool off) is the plain ``@``."""
+    """The numba twin runs only for big enough float products with enough rows to split, in the
+    one-pool setup; everything else (small, few rows, integer, mixed dtypes, empty, the NumPy kernel
+    family, the pool off) is the plain ``@``."""
     calls = []
     monkeypatch.setattr(MM, "matmul_numba", lambda a, b: calls.append("mm") or a @ b)
     monkeypatch.setattr(MM, "matmul_tn_numba", lambda a, b: calls.append("tn") or a.T @ b)
-    monkeypatch.setattr(pool, "ACTIVE", True)
-    monkeypatch.setattr(pool, "_numba_threads", lambda: 2)
+    monkeypatch.setattr(pool, "_active", True)
+    monkeypatch.setattr(pool, "threads", lambda: 2)
     big = np.ones((256, 128), np.float32)
     MM.matmul(big, big.T)
     MM.matmul_tn(big, big)
     assert calls == ["mm", "tn"]
     calls.clear()
     MM.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32))  # small
+    MM.matmul(np.ones((1, 768), np.float32), np.ones((768, 4096), np.float32))  # one row: a decode step
+    MM.matmul_tn(np.ones((16, 768), np.float32), np.ones((16, 4096), np.float32))  # K too short to split
     MM.matmul(big.astype(np.int64), big.T.astype(np.int64))  # integer
     MM.matmul(big, big.T.astype(np.float64))  # mixed dtypes
     MM.matmul(np.ones((0, 128), np.float32), big.T)  # empty
     with backend.use_kernels("numpy"):
         MM.matmul(big, big.T)
-    monkeypatch.setattr(pool, "ACTIVE", False)
+    monkeypatch.setattr(pool, "_active", False)
     MM.matmul(big, big.T)
     assert calls == []
 
@@ -120,7 +123,7 @@ def test_linear_uses_the_kernel_and_matches_the_reference(monkeypatch):
 def test_one_pool_setup_leaves_numpy_blas_alone():
     """When the setup is active, the BLAS numba calls runs on one thread and numpy's keeps its own."""
     from threadpoolctl import ThreadpoolController
-    if not pool.ACTIVE:
+    if not pool.active():
         pytest.skip("the one-pool setup is off on this machine (one numba thread, or a shared BLAS)")
     libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
     scipy_libs = [c for c in libs if "scipy" in os.path.basename(os.path.dirname(c.filepath))
@@ -134,7 +137,7 @@ def test_one_pool_setup_leaves_numpy_blas_alone():
 def test_one_pool_switch_and_plain_python():
     """TINYLLM_ONE_POOL=0 turns the setup off (numpy's matmul and one-thread kernels, as before);
     NUMBA_DISABLE_JIT=1 runs the numba twin as plain Python."""
-    off = "from tinyllm.kernels import pool; print('active', pool.ACTIVE)"
+    off = "from tinyllm.kernels import pool; print('active', pool.active())"
     res = subprocess.run([sys.executable, "-c", off], env=dict(os.environ, TINYLLM_ONE_POOL="0"),
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "active False" in res.stdout, res.stderr[-3000:]

@@ -321,12 +321,7 @@ def _parallel(BH, L, S, D):
 
 
 # ---------------------------------------------------------------------------------- wrappers
-def _threads():
-    try:
-        import numba
-        return numba.get_num_threads()
-    except Exception:  # pragma: no cover
-        return 1
+_threads = pool.threads
 
 
 def _split(bh, n_tiles):

@@ -20,6 +20,9 @@ from . import pool
 
 PARALLEL_MIN_FLOPS = 2 ** 21  # 2MKN; below it one BLAS call on the calling thread wins. Outside the
 # one-pool setup numpy's own threaded BLAS is the better choice at every size.
+MIN_ROWS_PER_THREAD = 32  # fewer rows (a decode step's one token, a short prompt) go to numpy's BLAS,
+# which splits the weight between its threads; a block of rows each would have every thread read all
+# of it (GPT-2-small decoding ran at 6 tok/s that way, against 32 with numpy's @).
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -63,10 +66,12 @@ def _matmul_tn_split(a, b, parts, out):
             out[i, j] = s
 
 
-def _use_numba(a, b, flops):
+def _use_numba(a, b, rows):
+    """``rows``: what is split between the threads (a's rows, or for matmul_tn the K summed over)."""
     return (backend.kernels() == "numba" and isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
             and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
-            and min(a.shape + b.shape) > 0 and pool.parallel(flops, PARALLEL_MIN_FLOPS, math.inf))
+            and min(a.shape + b.shape) > 0 and rows >= MIN_ROWS_PER_THREAD * pool.threads()
+            and pool.parallel(2 * a.shape[0] * a.shape[1] * b.shape[1], PARALLEL_MIN_FLOPS, math.inf))
 
 
 def _check(name, a_shape, b_shape, ka, kb):
@@ -97,13 +102,13 @@ def matmul_tn_numba(a, b):
 # -------------------------------------------------------------------------- dispatch
 def matmul(a, b):
     """a @ b for 2-d arrays."""
-    if _use_numba(a, b, 2 * a.shape[0] * a.shape[1] * b.shape[1]):
+    if _use_numba(a, b, a.shape[0]):
         return matmul_numba(a, b)
     return matmul_numpy(a, b)
 
 
 def matmul_tn(a, b):
     """a.T @ b for 2-d arrays, without forming a.T."""
-    if _use_numba(a, b, 2 * a.shape[0] * a.shape[1] * b.shape[1]):
+    if _use_numba(a, b, a.shape[0]):
         return matmul_tn_numba(a, b)
     return matmul_tn_numpy(a, b)

@@ -8,7 +8,7 @@ calling BLAS itself), through the BLAS that numba's ``np.dot`` calls: scipy's Op
 library from numpy's, which this module sets to one thread. numpy's own BLAS keeps its threads for
 everything else a user does with numpy.
 
-``ACTIVE`` is True when that setup holds: numba has more than one thread, threadpoolctl can find
+``active()`` is True when that setup holds: numba has more than one thread, threadpoolctl can find
 scipy's OpenBLAS and it is not numpy's library too (as in a conda or system install, where limiting
 it would slow the user's numpy). Otherwise tinyllm keeps numpy's matmuls and one-thread kernels, as
 before. ``TINYLLM_ONE_POOL=0`` turns it off.
@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 
-def _numba_threads():
+def threads():
+    """numba's thread count now (``numba.set_num_threads`` may change it)."""
     try:
         import numba
         return numba.get_num_threads()
@@ -47,12 +48,20 @@ def _limit_numba_blas():
     return True
 
 
-ACTIVE = (os.environ.get("TINYLLM_ONE_POOL", "1").strip() != "0" and _numba_threads() > 1
-          and _limit_numba_blas())
+_active = None  # decided on first use, not at import: finding scipy's BLAS imports scipy.linalg (~0.15 s)
+
+
+def active():
+    """Whether the one-pool setup holds (see the module's docstring); set up on the first call."""
+    global _active
+    if _active is None:
+        _active = (os.environ.get("TINYLLM_ONE_POOL", "1").strip() != "0" and threads() > 1
+                   and _limit_numba_blas())
+    return _active
 
 
 def parallel(work, min_work, min_work_shared):
     """Run a kernel's parallel driver? With more than one thread, when ``work`` is at least
     ``min_work`` in the one-pool setup (enough to pay the pool's start, a few microseconds), or at
     least ``min_work_shared`` outside it (enough to pay for fighting BLAS threads that still spin)."""
-    return work >= (min_work if ACTIVE else min_work_shared) and _numba_threads() > 1
+    return work >= (min_work if active() else min_work_shared) and threads() > 1
