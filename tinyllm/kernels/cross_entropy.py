@@ -20,6 +20,7 @@ from numba import njit
 
 from .. import backend
 from .flash_attention import _exp_inplace
+from .reduce import sum64
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -71,10 +72,7 @@ def _row_lse(xr, buf, ibuf, fast):
     for c in range(C):
         buf[c] = xr[c] - m
     _exp_inplace(buf, C, ibuf, fast)
-    s = 0.0
-    for c in range(C):
-        s += np.float64(buf[c])
-    return np.float64(m) + math.log(s)
+    return np.float64(m) + math.log(sum64(buf[:C], 0.0))
 
 
 @njit(cache=True, error_model="numpy")

@@ -39,10 +39,10 @@ import numpy as np
 from numba import njit, prange
 
 from . import pool
+from .reduce import dot64
 
 BR = 64  # query rows per tile
 BC = 64  # keys per tile
-LANES = 16  # partial sums of _rowdot: one AVX-512 register of float32
 
 # float32 exp: exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two so k ln 2
 # is exact), exp(r) by cephes' expf polynomial on |r| <= ln(2)/2. Typed globals keep it in float32.
@@ -77,23 +77,6 @@ def _exp_inplace(x, n, ibuf, fast):
     bits = ibuf.view(np.float32)
     for j in range(n):
         x[j] *= bits[j]
-
-
-@njit(cache=True)
-def _rowdot(a, b, n, lanes):
-    """sum(a[:n] * b[:n]) in float64, LANES partial sums at a time (vectorises without fastmath)."""
-    for u in range(LANES):
-        lanes[u] = 0.0
-    nv = n - n % LANES
-    for j in range(0, nv, LANES):
-        for u in range(LANES):
-            lanes[u] += np.float64(a[j + u]) * np.float64(b[j + u])
-    total = 0.0
-    for j in range(nv, n):
-        total += np.float64(a[j]) * np.float64(b[j])
-    for u in range(LANES):
-        total += lanes[u]
-    return total
 
 
 @njit(cache=True)
@@ -211,10 +194,9 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
     bh = item // split
     part = item % split
     dqp = dq[part, bh]  # (L, D)
-    lanes = np.empty(LANES, np.float64)
     drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
     for i in range(L):
-        drow[i] = _rowdot(dout[bh, i], out[bh, i], Dv, lanes)
+        drow[i] = dot64(dout[bh, i], out[bh, i])
     qt = np.empty(L * D, q.dtype)  # Q^T by query tiles: the tile at i0 is qt[i0*D:][:D*br] as (D, br)
     dot = np.empty(L * Dv, q.dtype)  # dO^T likewise
     for i0 in range(0, L, br_max):

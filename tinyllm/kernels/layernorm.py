@@ -8,8 +8,8 @@
 
 Only ``mean`` and ``rstd`` (N numbers each) travel from the forward to the backward, which rebuilds
 xhat from x, as llm.c does. The numba twin does each row in one sweep over cached memory (statistics
-in float64 partial sums of LANES, so they vectorise without fastmath) and the backward's weight
-gradients in per-block partial sums, so rows can run in parallel without races.
+in float64, through the vectorised sums of ``reduce.py``) and the backward's weight gradients in
+per-block partial sums, so rows can run in parallel without races.
 """
 import math
 
@@ -18,8 +18,8 @@ from numba import njit, prange
 
 from .. import backend
 from . import pool
+from .reduce import dot64, sum64, sumsq64
 
-LANES = 8  # float64 partial sums: one AVX-512 register
 ROWS_PER_BLOCK = 64  # rows per work item; each block keeps its own dw/db partial sums
 PARALLEL_MIN_SIZE = 2 ** 14  # elements; smaller inputs run on one thread (the pool's start, see pool.py)
 PARALLEL_MIN_SIZE_SHARED = 2 ** 20  # the same outside the one-pool setup (BLAS threads may be spinning)
@@ -56,45 +56,14 @@ def layernorm_backward_numpy(x, weight, mean, rstd, g, need_wb=True):
 
 # -------------------------------------------------------------------------- numba twin
 @njit(cache=True, error_model="numpy")
-def _row_stats(xr, eps, lanes):
-    """(mean, rstd) of one row, two passes over it in float64 partial sums."""
-    C = xr.size
-    nv = C - C % LANES
-    for u in range(LANES):
-        lanes[u] = 0.0
-    for j in range(0, nv, LANES):
-        for u in range(LANES):
-            lanes[u] += np.float64(xr[j + u])
-    s = 0.0
-    for j in range(nv, C):
-        s += np.float64(xr[j])
-    for u in range(LANES):
-        s += lanes[u]
-    mean = s / C
-    for u in range(LANES):
-        lanes[u] = 0.0
-    for j in range(0, nv, LANES):
-        for u in range(LANES):
-            d = np.float64(xr[j + u]) - mean
-            lanes[u] += d * d
-    s = 0.0
-    for j in range(nv, C):
-        d = np.float64(xr[j]) - mean
-        s += d * d
-    for u in range(LANES):
-        s += lanes[u]
-    return mean, 1.0 / math.sqrt(s / C + eps)
-
-
-@njit(cache=True, error_model="numpy")
 def _forward_block(blk, x, w, b, eps, y, mean, rstd):
-    N = x.shape[0]
-    lanes = np.empty(LANES, np.float64)
+    N, C = x.shape
     for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
-        m, r = _row_stats(x[i], eps, lanes)
+        xr, yr = x[i], y[i]
+        m = sum64(xr, 0.0) / C  # two passes (mean, then squares about it): exact for large offsets
+        r = 1.0 / math.sqrt(sumsq64(xr, m) / C + eps)
         mean[i] = m
         rstd[i] = r
-        xr, yr = x[i], y[i]
         for j in range(xr.size):
             yr[j] = (np.float64(xr[j]) - m) * r * w[j] + b[j]
 
@@ -108,8 +77,6 @@ def _backward_block(blk, x, w, mean, rstd, g, dx, dw_part, db_part):
     for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
         xr, gr, dxr = x[i], g[i], dx[i]
         m, r = mean[i], rstd[i]
-        s1 = 0.0
-        s2 = 0.0
         for j in range(C):
             xh = (np.float64(xr[j]) - m) * r
             dh = np.float64(gr[j]) * w[j]
@@ -117,12 +84,8 @@ def _backward_block(blk, x, w, mean, rstd, g, dx, dw_part, db_part):
             dxhat[j] = dh
             dwp[j] += np.float64(gr[j]) * xh
             dbp[j] += np.float64(gr[j])
-        for j in range(C):  # separate sweeps keep the loop above free of a reduction chain
-            s1 += dxhat[j]
-        for j in range(C):
-            s2 += dxhat[j] * xhat[j]
-        s1 /= C
-        s2 /= C
+        s1 = sum64(dxhat, 0.0) / C  # separate sweeps keep the loop above free of a reduction chain
+        s2 = dot64(dxhat, xhat) / C
         for j in range(C):
             dxr[j] = r * (dxhat[j] - s1 - xhat[j] * s2)
 
