@@ -263,8 +263,12 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has shape {self.shape}")
 
         grads = {id(self): grad}
+        owned = set()  # keys whose gradient array the engine allocated itself (safe to add into)
         for node in _topological_order(self):
             g = grads.pop(id(node), None)
+            owned.discard(id(node))
+            if isinstance(g, SliceGrad):
+                g = g.dense()
             ctx = node._ctx
             if ctx is None or node._retains_grad:
                 if g is not None:
@@ -281,7 +285,7 @@ class Tensor:
                     continue
                 key = id(parent)
                 previous = grads.get(key)
-                grads[key] = pg if previous is None else previous + pg
+                grads[key] = pg if previous is None else _sum_grads(previous, pg, key, owned)
             if not retain_graph:
                 _free(ctx)
 
@@ -313,6 +317,43 @@ def _topological_order(root):
                 stack.append((p, False))
     order.reverse()
     return order
+
+
+class SliceGrad:
+    """A gradient that is zero outside one basic-index region: what indexing's backward returns.
+
+    Kept lazy, so that the pieces of a ``split`` (the q, k, v of attention) are written into one
+    zero-filled buffer, instead of each allocating a full-size zero array and the engine adding those.
+    """
+
+    __slots__ = ("shape", "index", "value")
+
+    def __init__(self, shape, index, value):
+        self.shape, self.index, self.value = shape, index, value
+
+    def dense(self):
+        grad = backend.get_array_module(self.value).zeros(self.shape, dtype=self.value.dtype)
+        grad[self.index] = self.value
+        return grad
+
+
+def _sum_grads(a, b, key, owned):
+    """a + b for two gradients of one tensor (either may be a SliceGrad). Adds in place when the
+    engine owns ``a`` (it allocated it, so nobody else holds it) and the sum keeps a's dtype."""
+    if isinstance(a, SliceGrad):
+        a = a.dense()
+        owned.add(key)
+    b_dtype = b.value.dtype if isinstance(b, SliceGrad) else b.dtype
+    if key not in owned or getattr(a, "ndim", 0) == 0 or np.result_type(a.dtype, b_dtype) != a.dtype \
+            or (not isinstance(b, SliceGrad) and b.shape != a.shape):
+        a = a + (b.dense() if isinstance(b, SliceGrad) else b)  # a fresh array: ours from now on
+        owned.add(key)
+        return a
+    if isinstance(b, SliceGrad):
+        a[b.index] += b.value
+    else:
+        a += b
+    return a
 
 
 def _accumulate_leaf_grad(node, g):

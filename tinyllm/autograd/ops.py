@@ -7,7 +7,7 @@ the incoming gradient. Fused ops (softmax, layer_norm, attention, ...) live in `
 import numpy as np
 
 from .. import backend
-from .engine import Function, Tensor, unbroadcast
+from .engine import Function, SliceGrad, Tensor, unbroadcast
 
 # =============================================================================================
 # elementwise arithmetic
@@ -392,12 +392,11 @@ class GetItem(Function):
             raise IndexError(f"index {_describe_index(index)} is invalid for a tensor of shape {a.shape}: {e}") from None
 
     def backward(ctx, g):
+        if _is_basic_index(ctx.index):  # zero outside the view: the engine fills one buffer per tensor
+            return SliceGrad(ctx.shape, ctx.index, g)
         xp = backend.get_array_module(g)
         grad = xp.zeros(ctx.shape, dtype=g.dtype)
-        if _is_basic_index(ctx.index):
-            grad[ctx.index] = g
-        else:
-            xp.add.at(grad, _bool_to_int_index(ctx.index), g)
+        xp.add.at(grad, _bool_to_int_index(ctx.index), g)
         return grad
 
 

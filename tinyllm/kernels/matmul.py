@@ -13,7 +13,7 @@ outside the one-pool setup take the NumPy twin.
 import math
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from .. import backend
 from . import pool
@@ -85,14 +85,14 @@ def matmul_numba(a, b):
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    _matmul_rows(a, b, out, min(a.shape[0], get_num_threads()))
+    _matmul_rows(a, b, out, min(a.shape[0], pool.threads()))
     return out
 
 
 def matmul_tn_numba(a, b):
     _check("matmul_tn", a.shape, b.shape, a.shape[0], b.shape[0])
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    n = max(1, min(a.shape[0], get_num_threads()))
+    n = max(1, min(a.shape[0], pool.threads()))
     parts = np.empty((n, a.shape[1], b.shape[1]), a.dtype)
     out = np.empty((a.shape[1], b.shape[1]), a.dtype)
     _matmul_tn_split(a, b, parts, out)

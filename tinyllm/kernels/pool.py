@@ -19,12 +19,23 @@ import numpy as np
 
 
 def threads():
-    """numba's thread count now (``numba.set_num_threads`` may change it)."""
-    try:
-        import numba
-        return numba.get_num_threads()
-    except Exception:  # pragma: no cover - numba is a core dependency
-        return 1
+    """numba's thread count now (``numba.set_num_threads`` may change it). Asked before every kernel
+    call, so it uses numba's ctypes getter directly: the public ``numba.get_num_threads`` costs
+    1.7 us (11 us measured inside a training step, ~100 calls a step) against 0.25 us."""
+    global _get_threads
+    if _get_threads is None:
+        try:
+            import numba
+            numba.get_num_threads()  # starts numba's thread pool, which the getter needs
+            from numba.np.ufunc.parallel import _get_num_threads
+            _get_threads = _get_num_threads if _get_num_threads() > 0 else numba.get_num_threads
+        except Exception:  # pragma: no cover - numba is a core dependency; a private name may move
+            import numba
+            _get_threads = numba.get_num_threads
+    return _get_threads()
+
+
+_get_threads = None
 
 
 def _limit_numba_blas():
