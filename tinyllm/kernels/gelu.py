@@ -82,7 +82,10 @@ _ERFC = tuple(_F32(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418,
 FORWARD, BACKWARD, BOTH = 0, 1, 2
 
 
-@njit(cache=True, error_model="numpy")  # no ZeroDivisionError check: it blocks vectorising
+# error_model="numpy": no ZeroDivisionError check, which blocks vectorising. fastmath 'contract' alone:
+# the polynomials' multiply-adds become FMAs (one rounding instead of two): 3.7 -> 2.8 ns an element
+# for y and dy/dx together, in an in-process A/B on an AVX2 core.
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _gelu_chunk(x, g, out, out2, use_tanh, mode, e, pdf, tbuf, ibuf):
     """One chunk of the float32 fast path; ``mode`` is FORWARD, BACKWARD or BOTH (see above)."""
     n = x.size
