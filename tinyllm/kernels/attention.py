@@ -88,6 +88,16 @@ def _use_numba(q, k, v, mask):
             and q.ndim >= 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2])
 
 
+def kernel_inputs(q, k, v, mask=None):
+    """q, k, v as the kernel that ``attention_forward`` picks reads them: contiguous for the numba
+    kernel (in a GPT they are views, heads split out of the qkv projection; copied once here, the
+    autograd op keeps the copies for the backward), the arrays themselves for the reference (a decode
+    step reads the KV cache where it lies)."""
+    if _use_numba(q, k, v, mask):
+        return np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v)
+    return q, k, v
+
+
 def attention_forward(q, k, v, scale, causal=False, mask=None):
     """(out, lse): the numba kernel where it applies (see the module docstring), else the reference."""
     if _use_numba(q, k, v, mask):

@@ -391,6 +391,7 @@ def dropout(input, p=0.5, training=True):
 class ScaledDotProductAttention(Function):
     # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept
     def forward(ctx, q, k, v, mask=None, scale=1.0, is_causal=False):
+        q, k, v = kernels.attention.kernel_inputs(q, k, v, mask)  # kept for the backward as they are
         out, lse = kernels.attention.attention_forward(q, k, v, scale, is_causal, mask)
         ctx.q, ctx.k, ctx.v, ctx.mask, ctx.out, ctx.lse = q, k, v, mask, out, lse
         ctx.scale, ctx.is_causal = scale, is_causal
