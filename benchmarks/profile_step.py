@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py                 # phase medians (forward, backward, clip, AdamW)
     python benchmarks/profile_step.py --cprofile 30   # plus cProfile's top functions over 30 steps
+    python benchmarks/profile_step.py --ops           # time per op (forward and backward) and matmul
     TINYLLM_KERNELS=numpy python benchmarks/profile_step.py   # the NumPy reference kernels
 
 The model, batch and optimizer are the ones ``python -m tinyllm train`` builds on its defaults
@@ -9,6 +10,7 @@ The model, batch and optimizer are the ones ``python -m tinyllm train`` builds o
 tokens from an 84-symbol vocabulary.
 """
 import argparse
+import collections
 import cProfile
 import io
 import pstats
@@ -49,15 +51,53 @@ def make_step(seed=0):
     return step
 
 
+def _op_timers():
+    """Wrap every Function's forward and backward (and the matmul kernels) with a timer; returns the
+    accumulated seconds and call counts by name. Costs ~1 us a call, a few percent of a step."""
+    from tinyllm.autograd.engine import Function
+    from tinyllm.kernels import matmul
+    total, calls = collections.defaultdict(float), collections.defaultdict(int)
+
+    def timed(fn, name):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            total[name] += time.perf_counter() - t
+            calls[name] += 1
+            return out
+        return wrapper
+
+    todo, seen = list(Function.__subclasses__()), set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        if "forward" in cls.__dict__:
+            cls.forward = timed(cls.forward, cls.__name__ + ".forward")
+        if "backward" in cls.__dict__:
+            cls.backward = timed(cls.backward, cls.__name__ + ".backward")
+    for name in ("matmul", "matmul_tn"):
+        setattr(matmul, name, timed(getattr(matmul, name), "(inside Linear) kernels.matmul." + name))
+    return total, calls
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--cprofile", type=int, default=0, metavar="N", help="profile N more steps")
+    ap.add_argument("--ops", action="store_true", help="time each op's forward and backward")
     args = ap.parse_args(argv)
     step = make_step()
+    if args.ops:
+        total, calls = _op_timers()
     for _ in range(args.warmup):
         step()
+    if args.ops:
+        total.clear()
+        calls.clear()
     times = []
     for _ in range(args.steps):
         step(times)
@@ -65,6 +105,10 @@ def main(argv=None):
     print(f"kernels={tl.backend.kernels()}  median over {args.steps} steps (ms):")
     for name, ms in zip(("forward", "backward", "clip", "adamw", "step"), med):
         print(f"  {name:9s} {ms:7.2f}")
+    if args.ops:
+        print(f"time per step by op, mean over the {args.steps} steps (ms):")
+        for name, sec in sorted(total.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:42s} {sec / args.steps * 1e3:7.2f}   ({calls[name] // args.steps} calls)")
     if args.cprofile:
         prof = cProfile.Profile()
         prof.enable()

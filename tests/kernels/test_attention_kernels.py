@@ -29,8 +29,8 @@ except ImportError:  # torch is only the oracle
     torch = TSDPA = None
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
-# sides around the tile size (BR = BC = 64), T = 1, and a few in between
-SIDES = st.one_of(st.integers(1, 150), st.sampled_from([1, 2, 63, 64, 65, 127, 128, 129]))
+# sides around the tile sizes (64 outside the one-pool setup, 128 in it), T = 1, and a few in between
+SIDES = st.one_of(st.integers(1, 150), st.sampled_from([1, 2, 63, 64, 65, 127, 128, 129, 255, 257]))
 HEAD_DIMS = st.sampled_from([1, 7, 32, 64, 1, 7, 32, 64, 128])  # 128 now and then: it is the slow one
 
 
@@ -89,9 +89,12 @@ def test_numba_matches_numpy_twin(B, H, L, S, D, Dv, causal, dtype, scale, large
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("L,S", [(1, 1), (63, 63), (64, 64), (65, 65), (129, 129), (1, 130), (130, 1),
-                                 (70, 200), (200, 70)])
+                                 (70, 200), (200, 70), (257, 257)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_edges(dtype, L, S, causal):
+@pytest.mark.parametrize("tiles", [(64, 64), (128, 128), (64, 128)])
+def test_edges(monkeypatch, dtype, L, S, causal, tiles):
+    """Every tile size the kernels run with (64 or 128: see flash_attention._tiles), and a mixed one."""
+    monkeypatch.setattr(FA, "_tiles", lambda L, S: tiles)
     rng = np.random.default_rng(L * 1000 + S)
     q, k, v, dout = _inputs(rng, 1, 3, L, S, 16, 24, dtype)  # B*H = 3: odd, so work items split
     ours, ref = _both(q, k, v, dout, 0.25, causal)

@@ -9,10 +9,14 @@ Where the time goes, and why the code looks as it does:
 * The tile products (S = Q K^T, O += P V and the five products of the backward) go to BLAS through
   ``np.dot(a, b, out)`` on contiguous tiles (numba calls scipy's BLAS for it). A 64x64x64 sgemm runs
   at ~100 GFLOP/s on one Zen 4 core there, against ~45 GFLOP/s for the best hand-written numba loop
-  nest we tried (numba cannot register-block). 64 is also the largest square tile OpenBLAS still runs
-  on the calling thread (M*N*K <= 65536*4); larger tiles make it start its own threads inside ours
-  (measured 4x slower). Only the NN and TN forms are fast for such small tiles (a @ b.T is ~1.6x
-  slower), which decides the layouts below. These products are ~70% of the time at T=1024.
+  nest we tried (numba cannot register-block). For sequences of 256 and more, tiles are 128 x 128 in
+  the one-pool setup (``pool.py``: scipy's BLAS on one thread), where they beat 64 x 64 at T=1024 on
+  an AVX2 core (306 -> 242 ms fwd+bwd at (4,8,1024,64) in one run; 256 was no better). Otherwise
+  64 x 64, the largest
+  square tile OpenBLAS still runs on the calling thread (M*N*K <= 65536*4): larger ones would make it
+  start its own threads inside ours (measured 4x slower). Only the NN and TN forms are fast for such
+  small tiles (a @ b.T is ~1.6x slower), which decides the layouts below. These products are ~70% of
+  the time at T=1024.
 * Tiles are held transposed: S^T = K_j Q_i^T, of shape (keys, queries). The per-query reductions of
   the softmax (running max, sum) then run down the columns, i.e. they are plain vector operations
   over contiguous rows, and every loop over a tile has a contiguous, branch-free inner loop that LLVM
@@ -41,8 +45,8 @@ from numba import njit, prange
 from . import pool
 from .reduce import dot64
 
-BR = 64  # query rows per tile
-BC = 64  # keys per tile
+BR = BC = 64  # query rows and keys per tile, outside the one-pool setup
+BR_POOL = BC_POOL = 128  # in it (see above)
 
 # float32 exp: exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two so k ln 2
 # is exact), exp(r) by cephes' expf polynomial on |r| <= ln(2)/2. Typed globals keep it in float32.
@@ -312,6 +316,13 @@ def _parallel(BH, L, S, D):
 _threads = pool.threads
 
 
+def _tiles(L, S):
+    """(query rows, keys) per tile: 128 for long sequences in the one-pool setup, else 64 (short ones
+    gain nothing from the bigger scratch tiles). The backward rebuilds P from lse, so its tiles need
+    not match the forward's."""
+    return (BR_POOL, BC_POOL) if min(L, S) >= 2 * BR_POOL and pool.active() else (BR, BC)
+
+
 def _split(bh, n_tiles):
     """Work items per (b, h): the fewest that give every thread the same number of items (prange
     hands out equal runs of items), so B*H=1 on 2 threads splits in 2, B*H=32 does not split."""
@@ -339,10 +350,11 @@ def flash_attention_forward(q, k, v, scale, causal=False):
             lse[:] = -np.inf
         else:
             par = _parallel(BH, L, k3.shape[1], q3.shape[2])
-            split = _split(BH, -(-L // BR)) if par else 1
+            br, bc = _tiles(L, k3.shape[1])
+            split = _split(BH, -(-L // br)) if par else 1
             run = _flash_forward_parallel if par else _flash_forward_serial
             run(BH * split, q3, k3, v3, q.dtype.type(scale), bool(causal), split, q.dtype == np.float32,
-                BR, BC, out, lse)
+                br, bc, out, lse)
     return out.reshape(lead + (L, Dv)), lse.reshape(lead + (L,))
 
 
@@ -355,13 +367,14 @@ def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     lse3 = np.ascontiguousarray(lse, dtype=np.float64).reshape(o3.shape[:2])
     BH = q3.shape[0]
     par = _parallel(BH, L, S, q3.shape[2])
-    split = _split(BH, -(-S // BC)) if L and S and par else 1
+    br, bc = _tiles(L, S)
+    split = _split(BH, -(-S // bc)) if L and S and par else 1
     dq = np.zeros((split,) + q3.shape, q.dtype)
     dk = np.zeros(k3.shape, q.dtype)
     dv = np.zeros(v3.shape, q.dtype)
     if BH and L and S:
         run = _flash_backward_parallel if par else _flash_backward_serial
         run(BH * split, q3, k3, v3, o3, lse3, do3, q.dtype.type(scale), bool(causal), split,
-            q.dtype == np.float32, BR, BC, dq, dk, dv)
+            q.dtype == np.float32, br, bc, dq, dk, dv)
     dq = dq[0] if split == 1 else dq.sum(axis=0)
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
