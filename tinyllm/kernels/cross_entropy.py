@@ -72,7 +72,7 @@ def _row_lse(xr, buf, ibuf, fast):
     for c in range(C):
         buf[c] = xr[c] - m
     _exp_inplace(buf, C, ibuf, fast)
-    return np.float64(m) + math.log(sum64(buf[:C], 0.0))
+    return np.float64(m) + math.log(sum64(buf[:C]))
 
 
 @njit(cache=True, error_model="numpy")

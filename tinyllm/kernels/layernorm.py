@@ -60,7 +60,7 @@ def _forward_block(blk, x, w, b, eps, y, mean, rstd):
     N, C = x.shape
     for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
         xr, yr = x[i], y[i]
-        m = sum64(xr, 0.0) / C  # two passes (mean, then squares about it): exact for large offsets
+        m = sum64(xr) / C  # two passes (mean, then squares about it): exact for large offsets
         r = 1.0 / math.sqrt(sumsq64(xr, m) / C + eps)
         mean[i] = m
         rstd[i] = r
@@ -84,7 +84,7 @@ def _backward_block(blk, x, w, mean, rstd, g, dx, dw_part, db_part):
             dxhat[j] = dh
             dwp[j] += np.float64(gr[j]) * xh
             dbp[j] += np.float64(gr[j])
-        s1 = sum64(dxhat, 0.0) / C  # separate sweeps keep the loop above free of a reduction chain
+        s1 = sum64(dxhat) / C  # separate sweeps keep the loop above free of a reduction chain
         s2 = dot64(dxhat, xhat) / C
         for j in range(C):
             dxr[j] = r * (dxhat[j] - s1 - xhat[j] * s2)

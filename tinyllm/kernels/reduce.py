@@ -13,11 +13,11 @@ from numba import njit
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc"})
-def sum64(a, shift):
-    """sum(a - shift) in float64."""
+def sum64(a):
+    """sum(a) in float64."""
     s = 0.0
     for j in range(a.size):
-        s += np.float64(a[j]) - shift
+        s += np.float64(a[j])
     return s
 
 
