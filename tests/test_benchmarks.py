@@ -93,3 +93,16 @@ def test_matmul_section_end_to_end(tmp_path, torch, monkeypatch):
     assert [r["name"] for r in rows] == [m[0] for m in R.MATMUL_SHAPES]
     for r in rows:
         assert r["numba_vs_torch"] > 0 and r["numba_gflops"] > 0 and r["max_abs_diff_vs_torch"] < 1e-3
+
+
+def test_profile_step_ops_names_the_ops_and_the_matmuls():
+    """benchmarks/profile_step.py --ops (in its own process: it wraps every op with a timer)."""
+    import subprocess
+    script = os.path.join(ROOT, "benchmarks", "profile_step.py")
+    res = subprocess.run([sys.executable, script, "--steps", "2", "--warmup", "1", "--ops"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    for name in ("step", "Linear.forward", "Linear.backward", "ScaledDotProductAttention.backward",
+                 "LayerNorm.forward", "GELU.forward", "CrossEntropy.backward", "(17 calls)"):
+        assert name in out, f"{name!r} missing from:\n{out}"
