@@ -339,20 +339,20 @@ class SliceGrad:
 
 def _sum_grads(a, b, key, owned):
     """a + b for two gradients of one tensor (either may be a SliceGrad). Adds in place when the
-    engine owns ``a`` (it allocated it, so nobody else holds it) and the sum keeps a's dtype."""
+    engine owns ``a`` (it allocated it, so nobody else holds it) and the sum keeps a's shape and dtype."""
     if isinstance(a, SliceGrad):
         a = a.dense()
         owned.add(key)
-    b_dtype = b.value.dtype if isinstance(b, SliceGrad) else b.dtype
-    if key not in owned or getattr(a, "ndim", 0) == 0 or np.result_type(a.dtype, b_dtype) != a.dtype \
-            or (not isinstance(b, SliceGrad) and b.shape != a.shape):
+    b_value = b.value if isinstance(b, SliceGrad) else b
+    in_place = (key in owned and getattr(a, "ndim", 0) > 0 and b.shape == a.shape
+                and np.result_type(a.dtype, b_value.dtype) == a.dtype)
+    if in_place and isinstance(b, SliceGrad):
+        a[b.index] += b.value
+    elif in_place:
+        a += b
+    else:
         a = a + (b.dense() if isinstance(b, SliceGrad) else b)  # a fresh array: ours from now on
         owned.add(key)
-        return a
-    if isinstance(b, SliceGrad):
-        a[b.index] += b.value
-    else:
-        a += b
     return a
 
 
