@@ -58,9 +58,10 @@ def layernorm_backward_numpy(x, weight, mean, rstd, g, need_wb=True):
 # The statistics (mean, rstd, the backward's two row means) are float64 sums; the elementwise work runs
 # in x's dtype, so float32 rows go 8 to a vector instead of 4 (and need no conversions): at (768, 128)
 # float32 the forward went 51 -> 42 us and the backward 119 -> 69 us (2 threads; in-process A/B on an
-# AVX2 core). x - mean keeps float64's accuracy for rows far
-# from 0 (|mean| >> std): mean is split as mf + dm, both in x's dtype, and (x - mf) - dm is exact to
-# an ulp of x - mean. For float64 x, mf = mean and dm = 0, as before.
+# AVX2 core). x - mean keeps float64's accuracy for rows far from 0 (|mean| >> std): mean is split
+# as mf + dm, both in x's dtype, and (x - mf) - dm is exact to an ulp of x - mean. For float64 x,
+# mf = mean and dm = 0, as before. numba cannot cast to a dtype known only from an array, so the
+# float64 scalars are rounded to x's dtype by storing them in a small array of it (c, s below).
 @njit(cache=True, error_model="numpy")
 def _row_constants(m, r, c):
     """mf, dm, rf in c's dtype (see above)."""
