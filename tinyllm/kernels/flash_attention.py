@@ -124,7 +124,8 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
     pv = np.empty(br_max * Dv, q.dtype)
     acc = np.empty((br_max, Dv), q.dtype)  # unnormalised output rows
     m = np.empty(br_max, q.dtype)  # running max of each query row
-    mx = np.empty(br_max, q.dtype)
+    mx = np.empty(br_max, q.dtype)  # the new running max (mx2: its other buffer, see below)
+    mx2 = np.empty(br_max, q.dtype)
     alpha = np.empty(br_max, q.dtype)  # exp(m_old - m_new)
     l = np.empty(br_max, np.float64)  # running sum of exp(s - m)
     for it in range(part, nq, split):
@@ -143,14 +144,20 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
             w = min(bc_max, kend - j0)
             stt = st[:w * br].reshape((w, br))
             np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
-            diag = causal and j0 + w - 1 > i0  # does the causal mask cut this tile?
-            mx[:br] = m[:br]
+            if causal and j0 + w - 1 > i0:  # the causal mask cuts this tile
+                for j in range(w):
+                    for r in range(_first_seen(j, j0, i0, br, True)):
+                        stt[j, r] = -np.inf
+            # the new running max, key by key; written to another buffer than it reads: updating one
+            # buffer in place (mx[r] = max(mx[r], s)) vectorises as masked stores, slow on AMD cores
+            cur = m
             for j in range(w):
-                rs = _first_seen(j, j0, i0, br, diag)
-                for r in range(rs):
-                    stt[j, r] = -np.inf
-                for r in range(rs, br):
-                    mx[r] = max(mx[r], stt[j, r])
+                nxt = mx if j % 2 == 0 else mx2
+                for r in range(br):
+                    nxt[r] = max(cur[r], stt[j, r])
+                cur = nxt
+            if w % 2 == 0:  # the last key's row went to mx2
+                mx[:br] = mx2[:br]
             for r in range(br):
                 if mx[r] == -np.inf:  # no key seen yet (not reachable without a mask): stay empty
                     mx[r] = 0
