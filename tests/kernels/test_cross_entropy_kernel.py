@@ -1,11 +1,13 @@
 """The fused numba softmax cross-entropy (tinyllm/kernels/cross_entropy.py) against its NumPy twin:
-random shapes, class weights, label smoothing, ignored rows, logits of +-1e4, and plain Python."""
+random shapes, class weights, label smoothing, ignored rows, logits of +-1e4, both drivers (serial
+and prange over blocks of rows), and plain Python."""
 import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +44,24 @@ def test_numba_matches_numpy_twin(N, C, dtype, weighted, eps, ignore_frac, scale
         size = max(1.0, float(np.abs(b).max(initial=0)))
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * size, err_msg=name)
     assert np.all(ours[3][t == -100] == 0)
+
+
+@pytest.mark.parametrize("driver", ["parallel", "serial"])
+@pytest.mark.parametrize("N", [1, 63, 64, 65, 200])  # around and across the 64-row blocks
+def test_cross_entropy_drivers(monkeypatch, driver, N):
+    for threshold in ("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED"):  # in and outside the one-pool setup
+        monkeypatch.setattr(K, threshold, 0 if driver == "parallel" else 2**62)
+    rng = np.random.default_rng(N)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal((N, 84)) * 30).astype(dtype)
+        t = rng.integers(0, 84, N)
+        t[::5] = -100
+        w = rng.random(84) + 0.1
+        ours, ref = _both(x, t, w, -100, 0.1, rng.standard_normal(N))
+        tol = TOL[np.dtype(dtype)]
+        for name, a, b in zip(("losses", "lse", "denom", "grad"), ours, ref):
+            size = max(1.0, float(np.abs(b).max(initial=0)))
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * size, err_msg=f"{driver} N={N} {name}")
 
 
 def test_nan_and_inf_logits_propagate_like_the_formula():

@@ -16,11 +16,16 @@ upstream factor per row (``g / denom`` broadcast for 'mean').
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .. import backend
+from . import pool
 from .flash_attention import _exp_inplace
 from .reduce import sum64
+
+ROWS_PER_BLOCK = 64  # a parallel work item
+PARALLEL_MIN_SIZE = 2 ** 15  # N * C; below it one thread wins (the pool's start, see pool.py)
+PARALLEL_MIN_SIZE_SHARED = 2 ** 21  # the same outside the one-pool setup
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -61,9 +66,7 @@ def _row_lse(xr, buf, ibuf, fast):
     C = xr.size
     m = xr[0]
     for c in range(1, C):
-        v = xr[c]
-        if v > m or v != v:  # a NaN sticks
-            m = v
+        m = max(m, xr[c])  # skips a NaN after the first element: its exp below makes the sum NaN
     if m == -np.inf or m == np.inf or m != m:  # all -inf, an inf or a NaN: the float64 formula says what it is
         s = 0.0
         for c in range(C):
@@ -76,18 +79,18 @@ def _row_lse(xr, buf, ibuf, fast):
 
 
 @njit(cache=True, error_model="numpy")
-def _ce_forward(x, target, w, ignore_index, eps, fast, losses, lse):
+def _ce_forward_block(blk, x, target, w, ignore_index, eps, fast, losses, lse, w_y):
     N, C = x.shape
     buf = np.empty(C, x.dtype)
     ibuf = np.empty(C, np.int32)
-    denom = 0.0
-    for i in range(N):
+    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
         xr = x[i]
         l = _row_lse(xr, buf, ibuf, fast)
         lse[i] = l
         y = target[i]
         if y == ignore_index:
             losses[i] = 0
+            w_y[i] = 0.0
             continue
         loss = -(1.0 - eps) * w[y] * (np.float64(xr[y]) - l)
         if eps != 0.0:
@@ -96,15 +99,14 @@ def _ce_forward(x, target, w, ignore_index, eps, fast, losses, lse):
                 s += w[c] * (np.float64(xr[c]) - l)
             loss -= eps / C * s
         losses[i] = loss
-        denom += w[y]
-    return denom
+        w_y[i] = w[y]
 
 
 @njit(cache=True, error_model="numpy")
-def _ce_backward(x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad):
+def _ce_backward_block(blk, x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad):
     N, C = x.shape
     ibuf = np.empty(C, np.int32)
-    for i in range(N):
+    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
         gr = grad[i]
         y = target[i]
         if y == ignore_index:
@@ -126,6 +128,38 @@ def _ce_backward(x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad
         gr[y] = gr[y] - (1.0 - eps) * w[y] * g
 
 
+# Serial and parallel drivers over blocks of rows. The 'mean' denominator (the sum of the rows' target
+# weights) is added up row after row after the blocks, so it does not depend on the thread count.
+@njit(cache=True, error_model="numpy")
+def _ce_forward_serial(x, target, w, ignore_index, eps, fast, losses, lse, w_y):
+    for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _ce_forward_block(blk, x, target, w, ignore_index, eps, fast, losses, lse, w_y)
+    return sum64(w_y)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ce_forward_parallel(x, target, w, ignore_index, eps, fast, losses, lse, w_y):
+    for blk in prange((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _ce_forward_block(blk, x, target, w, ignore_index, eps, fast, losses, lse, w_y)
+    return sum64(w_y)
+
+
+@njit(cache=True, error_model="numpy")
+def _ce_backward_serial(x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad):
+    for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _ce_backward_block(blk, x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ce_backward_parallel(x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad):
+    for blk in prange((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        _ce_backward_block(blk, x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad)
+
+
+def _parallel(x):
+    return pool.parallel(x.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED)
+
+
 def _weights(weight, C):
     return np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
 
@@ -133,11 +167,13 @@ def _weights(weight, C):
 def cross_entropy_forward_numba(logits, target, weight, ignore_index, label_smoothing):
     x = np.ascontiguousarray(logits)
     N, C = x.shape
-    losses = np.empty(N, np.float64)
+    losses = np.empty(N, x.dtype)
     lse = np.empty(N, np.float64)
-    denom = _ce_forward(x, np.ascontiguousarray(target, dtype=np.int64), _weights(weight, C), int(ignore_index),
-                        float(label_smoothing), x.dtype == np.float32, losses, lse)
-    return losses.astype(x.dtype), lse, float(denom)
+    w_y = np.empty(N, np.float64)  # each row's target weight (0 if ignored)
+    run = _ce_forward_parallel if _parallel(x) else _ce_forward_serial
+    denom = run(x, np.ascontiguousarray(target, dtype=np.int64), _weights(weight, C), int(ignore_index),
+                float(label_smoothing), x.dtype == np.float32, losses, lse, w_y)
+    return losses, lse, float(denom)
 
 
 def cross_entropy_backward_numba(logits, target, weight, ignore_index, label_smoothing, lse, g_rows):
@@ -145,8 +181,9 @@ def cross_entropy_backward_numba(logits, target, weight, ignore_index, label_smo
     N, C = x.shape
     w = _weights(weight, C)
     grad = np.empty_like(x)
-    _ce_backward(x, np.ascontiguousarray(target, dtype=np.int64), w, int(ignore_index), float(label_smoothing),
-                 x.dtype == np.float32, lse, np.ascontiguousarray(g_rows, dtype=np.float64), float(w.sum()), grad)
+    run = _ce_backward_parallel if _parallel(x) else _ce_backward_serial
+    run(x, np.ascontiguousarray(target, dtype=np.int64), w, int(ignore_index), float(label_smoothing),
+        x.dtype == np.float32, lse, np.ascontiguousarray(g_rows, dtype=np.float64), float(w.sum()), grad)
     return grad
 
 
