@@ -142,6 +142,35 @@ def test_reassigning_and_deleting_attributes():
         m.nope
 
 
+def test_registered_names_are_plain_attributes_kept_in_step_with_the_stores():
+    # Module mirrors its registered entries into __dict__ (a read is a plain lookup, not __getattr__);
+    # every way of changing an entry must keep that mirror and the ordered stores in step
+    m = Block()
+    lin = m.fc
+    assert vars(m)["fc"] is lin and vars(lin)["weight"] is lin._parameters["weight"]
+    lin.weight = w = nn.Parameter(np.ones((3, 4), dtype=np.float32))
+    assert lin.weight is w and vars(lin)["weight"] is w and lin._parameters["weight"] is w
+    lin.bias = None
+    assert lin.bias is None and "bias" not in vars(lin) and lin._parameters["bias"] is None
+    lin.register_parameter("bias", b := nn.Parameter(np.zeros(3, dtype=np.float32)))
+    assert lin.bias is b and vars(lin)["bias"] is b
+    lin.register_buffer("stat", np.arange(3.0))
+    assert vars(lin)["stat"] is lin._buffers["stat"] and lin.stat.data.tolist() == [0.0, 1.0, 2.0]
+    lin.stat = None
+    assert lin.stat is None and "stat" not in vars(lin)
+    lin.stat = np.ones(2)  # a buffer name takes a new array, wrapped
+    assert vars(lin)["stat"] is lin._buffers["stat"] and lin.stat.data.tolist() == [1.0, 1.0]
+    m.fc = nn.Parameter(np.zeros(2, dtype=np.float32))  # a submodule's name reused for a parameter
+    assert "fc" not in m._modules and vars(m)["fc"] is m._parameters["fc"]
+    del m.fc
+    assert "fc" not in vars(m) and "fc" not in m._parameters
+    with pytest.raises(AttributeError, match="fc"):
+        m.fc
+    from tinyllm.nn.module import replace_submodules
+    n = replace_submodules(m, lambda name, child: nn.Identity() if name == "ln" else None)
+    assert n == 1 and isinstance(m.ln, nn.Identity) and vars(m)["ln"] is m._modules["ln"]
+
+
 def test_setattr_before_init_is_an_error():
     class Bad(nn.Module):
         def __init__(self):
