@@ -65,8 +65,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache=None):
         B, T, C = x.shape
         hs = C // self.n_head
-        qkv = self.c_attn(x)  # (B, T, 3C)
-        q, k, v = (t.reshape(B, T, self.n_head, hs).transpose(1, 2) for t in qkv.split(C, dim=2))  # (B, nh, T, hs)
+        qkv = self.c_attn(x).reshape(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, nh, T, hs); 5 ops, where split + reshape + transpose took 9
         mask, causal = None, True
         if cache is not None:  # generation: prepend the cached keys/values of earlier positions
             past = len(cache)
