@@ -490,6 +490,8 @@ def test_shape_errors():
         x.reshape(4, 2)
     with pytest.raises(ValueError, match="permutation"):
         x.permute(0, 0)
+    with pytest.raises(ValueError, match="permutation"):
+        x.permute(0, 3)  # out of range (3 % 2 == 1 once passed as a valid permutation)
     with pytest.raises(ValueError, match=r"\[1, 1\].*3"):
         x.split([1, 1], dim=1)
     with pytest.raises(IndexError, match="unsqueeze"):

@@ -363,10 +363,15 @@ class Transpose(Function):
 
 class Permute(Function):
     def forward(ctx, a, dims):
-        if sorted(d % a.ndim for d in dims) != list(range(a.ndim)):
-            raise ValueError(f"permute: {tuple(dims)} is not a permutation of the {a.ndim} dims of shape {a.shape}")
-        ctx.inverse = tuple(np.argsort([d % a.ndim for d in dims]))
-        return a.transpose(dims)
+        n = a.ndim
+        axes = tuple(d % n if -n <= d < n else d for d in dims)
+        if sorted(axes) != list(range(n)):
+            raise ValueError(f"permute: {tuple(dims)} is not a permutation of the {n} dims of shape {a.shape}")
+        inverse = [0] * n  # inverse[axes[i]] = i (plain Python: np.argsort cost a third of the op)
+        for i, d in enumerate(axes):
+            inverse[d] = i
+        ctx.inverse = tuple(inverse)
+        return a.transpose(axes)
 
     def backward(ctx, g):
         return g.transpose(ctx.inverse)
