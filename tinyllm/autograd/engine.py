@@ -106,12 +106,16 @@ class Function:
         if backend._cupy is not None:  # only a machine with CuPy can mix devices
             _check_same_device(cls.__name__, arrays)
         # under no_grad nothing will run backward, so a forward pass need save nothing for it
-        needs = tuple(_grad_enabled and isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        if _grad_enabled:
+            needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
+            requires_grad = True in needs
+        else:  # generation's path: skip the per-input checks
+            needs = (False,) * len(inputs)
+            requires_grad = False
         ctx.needs_input_grad = needs
         out = ctx.forward(*arrays, **options)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; .data is always an array
             out = np.asarray(out)
-        requires_grad = any(needs)
         result = Tensor._wrap(out, requires_grad)
         if requires_grad:
             ctx.parents = inputs
