@@ -278,3 +278,10 @@ def _describe(a):
     if isinstance(a, np.ndarray):
         return f"{a.dtype.name}{a.shape}" if a.dtype.kind != "f" else str(a.shape)
     return repr(a)
+
+
+def force_driver(monkeypatch, kernel_module, driver, thresholds=("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED")):
+    """Make a kernel module pick its parallel (prange) or serial driver whatever the size, in and
+    outside the one-pool setup, by patching its size thresholds."""
+    for name in thresholds:
+        monkeypatch.setattr(kernel_module, name, 0 if driver == "parallel" else 2**62)

@@ -20,7 +20,7 @@ from tinyllm import backend
 from tinyllm.kernels import attention as A
 from tinyllm.kernels import flash_attention as FA
 
-from helpers import check_op
+from helpers import check_op, force_driver
 
 try:
     import torch
@@ -108,8 +108,7 @@ def test_split_work_items(monkeypatch, threads, driver):
     copies in the backward) gives the same result; patched thread counts force every split, and a
     patched size threshold forces the parallel driver (prange) or the serial one (plain range)."""
     monkeypatch.setattr(FA, "_threads", lambda: threads)
-    for threshold in ("PARALLEL_MIN_FLOPS", "PARALLEL_MIN_FLOPS_SHARED"):  # in and outside the one-pool setup
-        monkeypatch.setattr(FA, threshold, 0 if driver == "parallel" else 2**62)
+    force_driver(monkeypatch, FA, driver, ("PARALLEL_MIN_FLOPS", "PARALLEL_MIN_FLOPS_SHARED"))
     rng = np.random.default_rng(threads)
     q, k, v, dout = _inputs(rng, 1, 2, 300, 260, 8, 8, np.float64)
     for causal in (False, True):

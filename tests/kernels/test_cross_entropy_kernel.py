@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import force_driver
 from tinyllm.kernels import cross_entropy as K
 
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-6}
@@ -49,8 +50,7 @@ def test_numba_matches_numpy_twin(N, C, dtype, weighted, eps, ignore_frac, scale
 @pytest.mark.parametrize("driver", ["parallel", "serial"])
 @pytest.mark.parametrize("N", [1, 63, 64, 65, 200])  # around and across the 64-row blocks
 def test_cross_entropy_drivers(monkeypatch, driver, N):
-    for threshold in ("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED"):  # in and outside the one-pool setup
-        monkeypatch.setattr(K, threshold, 0 if driver == "parallel" else 2**62)
+    force_driver(monkeypatch, K, driver)
     rng = np.random.default_rng(N)
     for dtype in (np.float32, np.float64):
         x = (rng.standard_normal((N, 84)) * 30).astype(dtype)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import force_driver
 from tinyllm.kernels import gelu as G
 from tinyllm.kernels import layernorm as LN
 
@@ -57,8 +58,7 @@ def test_layernorm_numba_matches_numpy_twin(N, C, dtype, affine, offset, seed):
 @pytest.mark.parametrize("driver", ["parallel", "serial"])
 @pytest.mark.parametrize("N", [1, 63, 64, 65, 300])
 def test_layernorm_drivers(monkeypatch, driver, N):
-    for threshold in ("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED"):  # in and outside the one-pool setup
-        monkeypatch.setattr(LN, threshold, 0 if driver == "parallel" else 2**62)
+    force_driver(monkeypatch, LN, driver)
     rng = np.random.default_rng(N)
     x, g = rng.standard_normal((2, N, 24))
     w, b = rng.standard_normal((2, 24))
@@ -109,8 +109,7 @@ def test_gelu_float32_fast_path_accuracy(approximate):
 @pytest.mark.parametrize("driver", ["parallel", "serial"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gelu_drivers(monkeypatch, driver, dtype):
-    for threshold in ("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED"):  # in and outside the one-pool setup
-        monkeypatch.setattr(G, threshold, 0 if driver == "parallel" else 2**62)
+    force_driver(monkeypatch, G, driver)
     x = np.random.default_rng(0).standard_normal(5000).astype(dtype) * 3  # not a multiple of CHUNK
     g = np.random.default_rng(1).standard_normal(5000).astype(dtype)
     tol = TOL[np.dtype(dtype)]

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import force_driver
 from tinyllm import backend
 from tinyllm.kernels import softmax as K
 
@@ -44,8 +45,7 @@ def test_numba_matches_numpy_twin(shape, dtype, scale, masked, seed):
 @pytest.mark.parametrize("driver", ["parallel", "serial"])
 @pytest.mark.parametrize("rows", [1, 63, 64, 65, 300])  # around and across the 64-row blocks
 def test_softmax_drivers(monkeypatch, driver, rows):
-    for threshold in ("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED"):  # in and outside the one-pool setup
-        monkeypatch.setattr(K, threshold, 0 if driver == "parallel" else 2**62)
+    force_driver(monkeypatch, K, driver)
     rng = np.random.default_rng(rows)
     for dtype in (np.float32, np.float64):
         x = (rng.standard_normal((rows, 37)) * 30).astype(dtype)
