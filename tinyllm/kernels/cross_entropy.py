@@ -129,7 +129,7 @@ def _ce_backward_block(blk, x, target, w, ignore_index, eps, fast, lse, g_rows, 
 
 
 # Serial and parallel drivers over blocks of rows. The 'mean' denominator (the sum of the rows' target
-# weights) is added up row after row after the blocks, so it does not depend on the thread count.
+# weights) is one float64 sum over the rows after the blocks, so it does not depend on the thread count.
 @njit(cache=True, error_model="numpy")
 def _ce_forward_serial(x, target, w, ignore_index, eps, fast, losses, lse, w_y):
     for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
