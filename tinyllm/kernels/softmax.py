@@ -39,19 +39,25 @@ def softmax_backward_numpy(y, g, dim=-1):
 # -------------------------------------------------------------------------- numba twin
 @njit(cache=True, error_model="numpy")
 def _forward_block(blk, x, y, fast, ibuf):
+    # the block's rows shifted by their max, one exp over the whole block (per-row calls on rows as
+    # short as attention's 64 cost as much as the exps), then each row scaled by 1 / its sum
     N, C = x.shape
-    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
+    lo, hi = blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)
+    for i in range(lo, hi):
         xr, yr = x[i], y[i]
         m = xr[0]
         for c in range(1, C):
             m = max(m, xr[c])  # skips a NaN after the first element: its exp makes the sum NaN below
         for c in range(C):
             yr[c] = xr[c] - m  # -inf - -inf (an all -inf row) is NaN, as in the formula
-        if fast:
-            _exp_inplace(yr, C, ibuf, True)
-        else:
-            for c in range(C):
-                yr[c] = math.exp(yr[c])
+    block = y[lo:hi].reshape((hi - lo) * C)
+    if fast:
+        _exp_inplace(block, block.size, ibuf, True)
+    else:
+        for j in range(block.size):
+            block[j] = math.exp(block[j])
+    for i in range(lo, hi):
+        yr = y[i]
         inv = 1.0 / sum64(yr)
         for c in range(C):
             yr[c] = yr[c] * inv
@@ -69,7 +75,7 @@ def _backward_block(blk, y, g, dx):
 
 @njit(cache=True, error_model="numpy")
 def _forward_serial(x, y, fast):
-    ibuf = np.empty(x.shape[1], np.int32)
+    ibuf = np.empty(ROWS_PER_BLOCK * x.shape[1], np.int32)
     for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
         _forward_block(blk, x, y, fast, ibuf)
 
@@ -77,7 +83,7 @@ def _forward_serial(x, y, fast):
 @njit(parallel=True, cache=True, error_model="numpy")
 def _forward_parallel(x, y, fast):
     for blk in prange((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
-        _forward_block(blk, x, y, fast, np.empty(x.shape[1], np.int32))
+        _forward_block(blk, x, y, fast, np.empty(ROWS_PER_BLOCK * x.shape[1], np.int32))
 
 
 @njit(cache=True, error_model="numpy")
