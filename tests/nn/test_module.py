@@ -501,3 +501,19 @@ def test_clip_grad_norm_nonfinite():
     p.grad = np.array([np.inf, 1.0])
     with pytest.raises(RuntimeError, match="inf"):
         clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+
+
+@pytest.mark.torch
+def test_clip_grad_norm_with_a_nan_gradient_spreads_it_like_torch():
+    # the coefficient is NaN, and torch multiplies every gradient by it; the skip for an unclipped
+    # step (coef == 1) must not skip this
+    grads = [np.array([np.nan, 1.0]), np.array([2.0, 3.0])]
+    ours = [nn.Parameter(np.zeros(2)) for _ in grads]
+    theirs = [torch.zeros(2, dtype=torch.float64, requires_grad=True) for _ in grads]
+    for p, t, g in zip(ours, theirs, grads):
+        p.grad, t.grad = g.copy(), torch.tensor(g)
+    clip_grad_norm_(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    for p, t in zip(ours, theirs):
+        np.testing.assert_array_equal(p.grad, t.grad.numpy())
+    assert np.isnan(ours[1].grad).all()

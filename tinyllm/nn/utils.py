@@ -29,8 +29,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} is {total}, so the "
                            f"gradients cannot be clipped (set error_if_nonfinite=False to skip this check)")
     coef = min(max_norm / (total + 1e-6), 1.0)
-    for g in grads:
-        g *= g.dtype.type(coef)
+    if coef != 1.0:  # x * 1.0 is x, so an unclipped step skips the pass (torch multiplies anyway); a NaN coef still applies
+        for g in grads:
+            g *= g.dtype.type(coef)
     return Tensor(np.asarray(total, dtype=grads[0].dtype))
 
 
