@@ -13,8 +13,9 @@ Where the time goes, and why the code looks as it does:
   the one-pool setup (``pool.py``: scipy's BLAS on one thread), where they beat 64 x 64 at T=1024 on
   an AVX2 core (306 -> 242 ms fwd+bwd at (4,8,1024,64) in one run; 256 was no better). Otherwise
   64 x 64, the largest square tile OpenBLAS still runs on the calling thread (M*N*K <= 65536*4):
-  larger ones would make it start its own threads inside ours (measured 4x slower). Only the NN and
-  TN forms are fast for such small tiles (a @ b.T is ~1.6x slower), which decides the layouts below.
+  larger ones would make it start its own threads inside ours (measured 4x slower). The layouts below
+  use only the NN and TN forms: on the Zen 4 this was first tuned on, those were the fast ones for
+  such small tiles (a @ b.T ~1.6x slower). On a Zen 3, NN and NT run alike and TN 10-15% slower.
   These products are ~70% of the time at T=1024.
 * Tiles are held transposed: S^T = K_j Q_i^T, of shape (keys, queries). The per-query reductions of
   the softmax (running max, sum) then run down the columns, i.e. they are plain vector operations
