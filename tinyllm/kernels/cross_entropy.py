@@ -60,33 +60,39 @@ def cross_entropy_backward_numpy(logits, target, weight, ignore_index, label_smo
 
 
 # -------------------------------------------------------------------------- numba twin
+# Each block of rows is shifted row by row, then exponentiated by one call over the whole block: one
+# call per row of 84 cost about as much as the exps themselves.
 @njit(cache=True, error_model="numpy")
-def _row_lse(xr, buf, ibuf, fast):
-    """log sum exp of one row, with the shifted exps left in ``buf`` (float32 rows use the fast exp)."""
-    C = xr.size
-    m = xr[0]
-    for c in range(1, C):
-        m = max(m, xr[c])  # skips a NaN after the first element: its exp below makes the sum NaN
-    if m == -np.inf or m == np.inf or m != m:  # all -inf, an inf or a NaN: the float64 formula says what it is
-        s = 0.0
+def _block_lse(x, lo, hi, buf, ibuf, fast, lse):
+    """lse[i] = log sum exp of x's rows lo..hi (float32 rows use the fast exp); buf: scratch."""
+    C = x.shape[1]
+    for i in range(lo, hi):
+        xr, br = x[i], buf[(i - lo) * C:(i - lo + 1) * C]
+        m = xr[0]
+        for c in range(1, C):
+            m = max(m, xr[c])  # skips a NaN after the first element: its exp below makes the sum NaN
+        lse[i] = m  # for now: the row's shift
         for c in range(C):
-            s += math.exp(np.float64(xr[c]) - np.float64(m))
-        return np.float64(m) + math.log(s)
-    for c in range(C):
-        buf[c] = xr[c] - m
-    _exp_inplace(buf, C, ibuf, fast)
-    return np.float64(m) + math.log(sum64(buf[:C]))
+            br[c] = xr[c] - m
+    _exp_inplace(buf, (hi - lo) * C, ibuf, fast)
+    for i in range(lo, hi):
+        m = lse[i]
+        if m == -np.inf or m == np.inf or m != m:  # all -inf, an inf or a NaN: the float64 formula says
+            s = 0.0
+            for c in range(C):
+                s += math.exp(np.float64(x[i, c]) - m)
+            lse[i] = m + math.log(s)
+        else:
+            lse[i] = m + math.log(sum64(buf[(i - lo) * C:(i - lo + 1) * C]))
 
 
 @njit(cache=True, error_model="numpy")
 def _ce_forward_block(blk, x, target, w, ignore_index, eps, fast, losses, lse, w_y):
     N, C = x.shape
-    buf = np.empty(C, x.dtype)
-    ibuf = np.empty(C, np.int32)
-    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
-        xr = x[i]
-        l = _row_lse(xr, buf, ibuf, fast)
-        lse[i] = l
+    lo, hi = blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)
+    _block_lse(x, lo, hi, np.empty((hi - lo) * C, x.dtype), np.empty((hi - lo) * C, np.int32), fast, lse)
+    for i in range(lo, hi):
+        xr, l = x[i], lse[i]
         y = target[i]
         if y == ignore_index:
             losses[i] = 0
@@ -105,20 +111,23 @@ def _ce_forward_block(blk, x, target, w, ignore_index, eps, fast, losses, lse, w
 @njit(cache=True, error_model="numpy")
 def _ce_backward_block(blk, x, target, w, ignore_index, eps, fast, lse, g_rows, w_sum, grad):
     N, C = x.shape
-    ibuf = np.empty(C, np.int32)
-    for i in range(blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)):
+    lo, hi = blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)
+    if fast:  # the softmax of the whole block: shifted rows, then one exp call
+        for i in range(lo, hi):
+            gr, xr = grad[i], x[i]
+            for c in range(C):
+                gr[c] = np.float64(xr[c]) - lse[i]  # rounded to float32 only after subtracting
+        block = grad[lo:hi].reshape((hi - lo) * C)
+        _exp_inplace(block, block.size, np.empty(block.size, np.int32), True)
+    for i in range(lo, hi):
         gr = grad[i]
         y = target[i]
         if y == ignore_index:
             for c in range(C):
                 gr[c] = 0
             continue
-        xr = x[i]
-        if fast:
-            for c in range(C):
-                gr[c] = np.float64(xr[c]) - lse[i]  # rounded to float32 only after subtracting
-            _exp_inplace(gr, C, ibuf, True)  # softmax
-        else:
+        if not fast:
+            xr = x[i]
             for c in range(C):
                 gr[c] = math.exp(np.float64(xr[c]) - lse[i])
         g = np.float64(g_rows[i])
