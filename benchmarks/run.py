@@ -1,7 +1,7 @@
 """The benchmark runner: tinyllm with its numba kernels, tinyllm with its NumPy reference kernels and
 torch (eager, CPU), timed in one process, taking turns; writes one dated report (markdown, JSON, PNG).
 
-    python -m benchmarks --quick                 # about a minute or two: benchmarks/results/<date>-quick.*
+    python -m benchmarks --quick                 # about a minute: benchmarks/results/<date>-quick.*
     python -m benchmarks                         # the full run (under ~10 minutes): <date>.{md,json,png}
     python -m benchmarks --only matmul ops       # some sections: <date>-only-matmul-ops.*
     python benchmarks/run.py --out /tmp/bench    # the same, as a script, into another folder
@@ -48,11 +48,13 @@ TARGET_BAR, TARGET_GOAL = 0.75, 0.6
 # timing
 # ---------------------------------------------------------------------------------------------
 class Context:
-    """What every section needs: the torch module (or None) and the rep-count override."""
+    """What every section needs: the torch module (or None), the rep-count override, and how many
+    rounds the sides' turns are spread over."""
 
-    def __init__(self, torch=None, reps=None):
+    def __init__(self, torch=None, reps=None, rounds=None):
         self.torch = torch
         self.reps = reps
+        self.rounds = rounds or ROUNDS
 
     def n(self, default):
         return self.reps if self.reps is not None else default
@@ -79,18 +81,19 @@ def _torch():
 # side timed 1.1-1.5x its time running alone, on a busy machine, and all sides alike.
 COOLDOWN_S = 0.15
 ROUNDS = 8  # turns per side over a section's reps: enough for machine noise to hit every side alike
+QUICK_ROUNDS = 4  # --quick: half the turns, so half the pauses (they were ~40 of its ~90 s)
 
 
 def alternate(sides, reps, warmup=2, every=None, ctx=None, block=None, settle=None, cooldown=None):
     """Seconds per call of each side. ``warmup`` untimed calls each, then rounds: in each round every
     side takes a turn (sleep ``cooldown``, one untimed settle call that wakes its own thread pools, then
     ``block`` timed calls), so noise hits all sides alike and no side is timed beside another's spinning
-    threads. ``block`` defaults to reps / ROUNDS. ``settle`` defaults to: only for sides whose warm-up
+    threads. ``block`` defaults to reps / the context's rounds (ROUNDS without one). ``settle`` defaults to: only for sides whose warm-up
     call took under a second (a long call amortises the wake-up). ``every={'numpy': 4}`` gives that
     side a turn only in every 4th round (a slow side with fewer reps, still spread over the run)."""
     every = every or {}
     cooldown = COOLDOWN_S if cooldown is None else cooldown
-    block = block or max(1, math.ceil(reps / ROUNDS))
+    block = block or max(1, math.ceil(reps / (ctx.rounds if ctx is not None else ROUNDS)))
     settles = {}
     for name, step in sides.items():
         dt = 0.0
@@ -707,7 +710,7 @@ def markdown(meta, sections):
            f"- **command:** `{meta.get('command', '')}`; wall time {meta.get('wall_s', '?')} s",
            "",
            "All sides run in one process. After a warm-up they take turns (tinyllm-numba, tinyllm-numpy, torch, "
-           f"then again, {ROUNDS} rounds); each turn is a {COOLDOWN_S} s pause (the previous side's worker threads "
+           f"then again, {QUICK_ROUNDS if meta.get('quick') else ROUNDS} rounds); each turn is a {COOLDOWN_S} s pause (the previous side's worker threads "
            "stop spinning), one untimed call, then a block of timed calls. Times are medians over all timed calls. "
            "A ratio is tinyllm's time / torch's time: **below 1.0 tinyllm is faster**.",
            ]
@@ -867,7 +870,7 @@ def _loadavg():
 def run_sections(names, quick=False, reps=None, torch=None, log=print):
     """Run the named sections; returns {name: {'rows', 'notes', 'seconds', 'loadavg_start'[, 'error']}}. A section that
     raises is recorded with its error and the others still run."""
-    ctx = Context(torch, reps)
+    ctx = Context(torch, reps, QUICK_ROUNDS if quick else ROUNDS)
     out = {}
     for name in names:
         log(f"\n== {name} ==", flush=True)
@@ -890,7 +893,7 @@ def run_sections(names, quick=False, reps=None, torch=None, log=print):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer reps and shapes (about a minute or two)")
+    ap.add_argument("--quick", action="store_true", help="fewer reps, shapes and rounds (about a minute)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
                     help=f"run only these sections ({', '.join(SECTIONS)})")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder (default benchmarks/results)")
