@@ -22,6 +22,7 @@ from .. import backend
 from . import pool
 from .flash_attention import _exp_inplace
 from .reduce import sum64
+from .softmax import exp_shifted_rows
 
 ROWS_PER_BLOCK = 64  # a parallel work item
 PARALLEL_MIN_SIZE = 2 ** 15  # N * C; below it one thread wins (the pool's start, see pool.py)
@@ -60,21 +61,12 @@ def cross_entropy_backward_numpy(logits, target, weight, ignore_index, label_smo
 
 
 # -------------------------------------------------------------------------- numba twin
-# Each block of rows is shifted row by row, then exponentiated by one call over the whole block: one
-# call per row of 84 cost about as much as the exps themselves.
 @njit(cache=True, error_model="numpy")
 def _block_lse(x, lo, hi, buf, ibuf, fast, lse):
     """lse[i] = log sum exp of x's rows lo..hi (float32 rows use the fast exp); buf: scratch."""
     C = x.shape[1]
-    for i in range(lo, hi):
-        xr, br = x[i], buf[(i - lo) * C:(i - lo + 1) * C]
-        m = xr[0]
-        for c in range(1, C):
-            m = max(m, xr[c])  # skips a NaN after the first element: its exp below makes the sum NaN
-        lse[i] = m  # for now: the row's shift
-        for c in range(C):
-            br[c] = xr[c] - m
-    _exp_inplace(buf, (hi - lo) * C, ibuf, fast)
+    # the rows' maxima go to lse for now: they are the shifts
+    exp_shifted_rows(x, lo, hi, buf.reshape((hi - lo, C)), lse[lo:hi], ibuf, fast)
     for i in range(lo, hi):
         m = lse[i]
         if m == -np.inf or m == np.inf or m != m:  # all -inf, an inf or a NaN: the float64 formula says

@@ -10,8 +10,6 @@ last dim of a C-contiguous array takes the kernel (the dispatch below); any othe
 Edge rows follow the formula, as the reference and torch do: a row of all -inf, or with +inf or a
 NaN in it, comes out all NaN.
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
@@ -38,24 +36,28 @@ def softmax_backward_numpy(y, g, dim=-1):
 
 # -------------------------------------------------------------------------- numba twin
 @njit(cache=True, error_model="numpy")
-def _forward_block(blk, x, y, fast, ibuf):
-    # the block's rows shifted by their max, one exp over the whole block (per-row calls on rows as
-    # short as attention's 64 cost as much as the exps), then each row scaled by 1 / its sum
-    N, C = x.shape
-    lo, hi = blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)
+def exp_shifted_rows(x, lo, hi, out, row_max, ibuf, fast):
+    """out[i - lo] = exp(x[i] - m_i) and row_max[i - lo] = m_i = max(x[i]), for the rows lo..hi of x;
+    out is C-contiguous (hi - lo, C), ibuf int32 of its size. One exp call covers the whole block: a
+    call per row, on rows as short as attention's 64 keys or the recipe's 84 classes, cost as much as
+    the exps. float32 (``fast``) uses the polynomial exp. Also the cross-entropy kernel's first step."""
+    C = x.shape[1]
     for i in range(lo, hi):
-        xr, yr = x[i], y[i]
+        xr, orow = x[i], out[i - lo]
         m = xr[0]
         for c in range(1, C):
-            m = max(m, xr[c])  # skips a NaN after the first element: its exp makes the sum NaN below
+            m = max(m, xr[c])  # skips a NaN after the first element: its exp makes the row's sum NaN
+        row_max[i - lo] = m
         for c in range(C):
-            yr[c] = xr[c] - m  # -inf - -inf (an all -inf row) is NaN, as in the formula
-    block = y[lo:hi].reshape((hi - lo) * C)
-    if fast:
-        _exp_inplace(block, block.size, ibuf, True)
-    else:
-        for j in range(block.size):
-            block[j] = math.exp(block[j])
+            orow[c] = xr[c] - m  # -inf - -inf (an all -inf row) is NaN, as in the formula
+    _exp_inplace(out.reshape(out.size), out.size, ibuf, fast)
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_block(blk, x, y, fast, ibuf):
+    N, C = x.shape
+    lo, hi = blk * ROWS_PER_BLOCK, min(N, (blk + 1) * ROWS_PER_BLOCK)
+    exp_shifted_rows(x, lo, hi, y[lo:hi], np.empty(hi - lo, x.dtype), ibuf, fast)
     for i in range(lo, hi):
         yr = y[i]
         inv = 1.0 / sum64(yr)
