@@ -84,13 +84,18 @@ ROUNDS = 8  # turns per side over a section's reps: enough for machine noise to 
 QUICK_ROUNDS = 4  # --quick: half the turns, so half the pauses (they were ~40 of its ~90 s)
 
 
+def rounds_for(quick):
+    return QUICK_ROUNDS if quick else ROUNDS
+
+
 def alternate(sides, reps, warmup=2, every=None, ctx=None, block=None, settle=None, cooldown=None):
     """Seconds per call of each side. ``warmup`` untimed calls each, then rounds: in each round every
     side takes a turn (sleep ``cooldown``, one untimed settle call that wakes its own thread pools, then
     ``block`` timed calls), so noise hits all sides alike and no side is timed beside another's spinning
-    threads. ``block`` defaults to reps / the context's rounds (ROUNDS without one). ``settle`` defaults to: only for sides whose warm-up
-    call took under a second (a long call amortises the wake-up). ``every={'numpy': 4}`` gives that
-    side a turn only in every 4th round (a slow side with fewer reps, still spread over the run)."""
+    threads. ``block`` defaults to reps / the context's rounds (ROUNDS without one). ``settle``
+    defaults to: only for sides whose warm-up call took under a second (a long call amortises the
+    wake-up). ``every={'numpy': 4}`` gives that side a turn only in every 4th round (a slow side with
+    fewer reps, still spread over the run)."""
     every = every or {}
     cooldown = COOLDOWN_S if cooldown is None else cooldown
     block = block or max(1, math.ceil(reps / (ctx.rounds if ctx is not None else ROUNDS)))
@@ -710,7 +715,7 @@ def markdown(meta, sections):
            f"- **command:** `{meta.get('command', '')}`; wall time {meta.get('wall_s', '?')} s",
            "",
            "All sides run in one process. After a warm-up they take turns (tinyllm-numba, tinyllm-numpy, torch, "
-           f"then again, {QUICK_ROUNDS if meta.get('quick') else ROUNDS} rounds); each turn is a {COOLDOWN_S} s pause (the previous side's worker threads "
+           f"then again, {rounds_for(meta.get('quick'))} rounds); each turn is a {COOLDOWN_S} s pause (the previous side's worker threads "
            "stop spinning), one untimed call, then a block of timed calls. Times are medians over all timed calls. "
            "A ratio is tinyllm's time / torch's time: **below 1.0 tinyllm is faster**.",
            ]
@@ -870,7 +875,7 @@ def _loadavg():
 def run_sections(names, quick=False, reps=None, torch=None, log=print):
     """Run the named sections; returns {name: {'rows', 'notes', 'seconds', 'loadavg_start'[, 'error']}}. A section that
     raises is recorded with its error and the others still run."""
-    ctx = Context(torch, reps, QUICK_ROUNDS if quick else ROUNDS)
+    ctx = Context(torch, reps, rounds_for(quick))
     out = {}
     for name in names:
         log(f"\n== {name} ==", flush=True)
