@@ -26,6 +26,17 @@ def _both(x, t, w, ignore, eps, g_rows):
     return res
 
 
+def _assert_twins_agree(ours, ref, dtype, where=""):
+    """The numba and NumPy results (losses, lse, denom, grad): same dtypes and shapes, finite, and
+    equal within the dtype's tolerance, relative to the largest value."""
+    tol = TOL[np.dtype(dtype)]
+    for name, a, b in zip(("losses", "lse", "denom", "grad"), ours, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape, where + name
+        assert np.isfinite(a).all(), where + name
+        size = max(1.0, float(np.abs(b).max(initial=0)))
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * size, err_msg=where + name)
+
+
 @settings(deadline=None, max_examples=80)
 @given(N=st.integers(1, 50), C=st.sampled_from([1, 2, 3, 16, 84, 257]), dtype=st.sampled_from([np.float32, np.float64]),
        weighted=st.booleans(), eps=st.sampled_from([0.0, 0.1, 1.0]), ignore_frac=st.sampled_from([0.0, 0.3, 1.0]),
@@ -38,12 +49,7 @@ def test_numba_matches_numpy_twin(N, C, dtype, weighted, eps, ignore_frac, scale
     w = rng.random(C).astype(dtype) + 0.1 if weighted else None
     g_rows = rng.standard_normal(N)
     ours, ref = _both(x, t, w, -100, eps, g_rows)
-    tol = TOL[np.dtype(dtype)]
-    for name, a, b in zip(("losses", "lse", "denom", "grad"), ours, ref):
-        assert a.dtype == b.dtype and a.shape == b.shape, name
-        assert np.isfinite(a).all(), name
-        size = max(1.0, float(np.abs(b).max(initial=0)))
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * size, err_msg=name)
+    _assert_twins_agree(ours, ref, dtype)
     assert np.all(ours[3][t == -100] == 0)
 
 
@@ -58,10 +64,7 @@ def test_cross_entropy_drivers(monkeypatch, driver, N):
         t[::5] = -100
         w = rng.random(84) + 0.1
         ours, ref = _both(x, t, w, -100, 0.1, rng.standard_normal(N))
-        tol = TOL[np.dtype(dtype)]
-        for name, a, b in zip(("losses", "lse", "denom", "grad"), ours, ref):
-            size = max(1.0, float(np.abs(b).max(initial=0)))
-            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * size, err_msg=f"{driver} N={N} {name}")
+        _assert_twins_agree(ours, ref, dtype, f"{driver} N={N} ")
 
 
 def test_nan_and_inf_logits_propagate_like_the_formula():
