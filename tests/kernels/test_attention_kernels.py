@@ -101,6 +101,30 @@ def test_edges(monkeypatch, dtype, L, S, causal, tiles):
     _assert_close(ours, ref, q, k, v, dout, 0.25, TOL[np.dtype(dtype)])
 
 
+@pytest.mark.parametrize("core,active,L,expected", [
+    ("haswell", True, 1024, (128, 128)), ("zen", True, 256, (128, 128)),
+    ("haswell", True, 255, (64, 64)),  # too short for the big tiles
+    ("skylakex", True, 1024, (64, 64)), ("sapphirerapids", True, 4096, (64, 64)),
+    (None, True, 1024, (128, 128)),  # a BLAS that names no kernel family: the AVX2 choice
+    ("haswell", False, 1024, (64, 64)),  # outside the one-pool setup
+])
+def test_tile_choice(monkeypatch, core, active, L, expected):
+    """128-wide tiles only for long sequences in the one-pool setup on a BLAS without AVX-512 kernels."""
+    monkeypatch.setattr(FA.pool, "active", lambda: active)
+    monkeypatch.setattr(FA.pool, "blas_core", lambda: core if active else None)
+    assert FA._tiles(L, L) == expected
+
+
+def test_blas_core_is_reported():
+    """In the one-pool setup, pool.blas_core names scipy's OpenBLAS kernel family (lowercase)."""
+    from tinyllm.kernels import pool
+    core = pool.blas_core()
+    if not pool.active():
+        assert core is None
+    else:
+        assert core is None or (core == core.lower() and core.strip() == core and core)
+
+
 @pytest.mark.parametrize("threads", [1, 3, 8])
 @pytest.mark.parametrize("driver", ["parallel", "serial"])
 def test_split_work_items(monkeypatch, threads, driver):

@@ -11,7 +11,10 @@ Where the time goes, and why the code looks as it does:
   at ~100 GFLOP/s on one Zen 4 core there, against ~45 GFLOP/s for the best hand-written numba loop
   nest we tried (numba cannot register-block). For sequences of 256 and more, tiles are 128 x 128 in
   the one-pool setup (``pool.py``: scipy's BLAS on one thread), where they beat 64 x 64 at T=1024 on
-  an AVX2 core (306 -> 242 ms fwd+bwd at (4,8,1024,64) in one run; 256 was no better). Otherwise
+  an AVX2 core (306 -> 242 ms fwd+bwd at (4,8,1024,64) in one run; 256 was no better). When scipy's
+  OpenBLAS runs its AVX-512 kernels (SkylakeX and later) it is the other way round: on an AVX-512
+  Xeon, 64 x 64 tiles took (4,8,1024,64) from 115 to 86 ms and (4,8,256,64) from 9.1 to 6.2 ms
+  (fwd+bwd, in-process; 32, 48, 96 and 192 were no better than 64), so they keep 64. Otherwise
   64 x 64, the largest square tile OpenBLAS still runs on the calling thread (M*N*K <= 65536*4):
   larger ones would make it start its own threads inside ours (measured 4x slower). The layouts below
   use only the NN and TN forms: on the Zen 4 this was first tuned on, those were the fast ones for
@@ -46,7 +49,9 @@ from . import pool
 from .reduce import dot64
 
 BR = BC = 64  # query rows and keys per tile, outside the one-pool setup
-BR_POOL = BC_POOL = 128  # in it (see above)
+BR_POOL = BC_POOL = 128  # in it, on BLAS cores without AVX-512 kernels (see above)
+# OpenBLAS's AVX-512 kernel families: their small-matrix sgemm runs 64 x 64 tiles faster than 128 x 128
+AVX512_BLAS_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 # float32 exp: exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two so k ln 2
 # is exact), exp(r) by cephes' expf polynomial on |r| <= ln(2)/2. Typed globals keep it in float32.
@@ -323,10 +328,11 @@ _threads = pool.threads
 
 
 def _tiles(L, S):
-    """(query rows, keys) per tile: 128 for long sequences in the one-pool setup, else 64 (short ones
-    gain nothing from the bigger scratch tiles). The backward rebuilds P from lse, so its tiles need
-    not match the forward's."""
-    return (BR_POOL, BC_POOL) if min(L, S) >= 2 * BR_POOL and pool.active() else (BR, BC)
+    """(query rows, keys) per tile: 128 for long sequences in the one-pool setup when scipy's BLAS runs
+    AVX2 kernels, else 64 (short ones gain nothing from the bigger scratch tiles). The backward
+    rebuilds P from lse, so its tiles need not match the forward's."""
+    big = min(L, S) >= 2 * BR_POOL and pool.active() and pool.blas_core() not in AVX512_BLAS_CORES
+    return (BR_POOL, BC_POOL) if big else (BR, BC)
 
 
 def _split(bh, n_tiles):

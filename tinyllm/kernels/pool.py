@@ -56,9 +56,12 @@ def _limit_numba_blas():
         return False
     for c in ours:
         c.set_num_threads(1)
+    global _blas_core
+    _blas_core = str(getattr(ours[0], "architecture", None) or "").lower() or None
     return True
 
 
+_blas_core = None  # scipy's OpenBLAS kernel family ('skylakex', 'haswell', ...), found with _active
 _active = None  # decided on first use, not at import: finding scipy's BLAS imports scipy.linalg (~0.15 s)
 
 
@@ -69,6 +72,12 @@ def active():
         _active = (os.environ.get("TINYLLM_ONE_POOL", "1").strip() != "0" and threads() > 1
                    and _limit_numba_blas())
     return _active
+
+
+def blas_core():
+    """The kernel family of the BLAS that numba's np.dot calls, lowercased, as OpenBLAS reports it
+    ('skylakex', 'haswell', 'zen', ...); None outside the one-pool setup or when it says nothing."""
+    return _blas_core if active() else None
 
 
 def parallel(work, min_work, min_work_shared):
