@@ -206,7 +206,8 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
 @njit(cache=True)
 def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv):
     # q, dq (BH, L, D); k, dk (BH, S, D); v, dv (BH, S, Dv); out, dout (BH, L, Dv); lse (BH, L)
-    # dq is (split, BH, L, D): one copy per split part; dk, dv zero-initialised by the caller.
+    # dq is (split, BH, L, D): one copy per split part. All three come uninitialised: each item zeroes
+    # what it owns (its dQ copy, its key tiles of dK and dV), on its own thread and just before use.
     # One work item: the key tiles part, part + split, ... of one (b, h).
     L, D = q.shape[1], q.shape[2]
     S = k.shape[1]
@@ -215,6 +216,10 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
     bh = item // split
     part = item % split
     dqp = dq[part, bh]  # (L, D)
+    dqp[:] = 0
+    for jt in range(part, nk, split):
+        dk[bh, jt * bc_max:(jt + 1) * bc_max] = 0
+        dv[bh, jt * bc_max:(jt + 1) * bc_max] = 0
     drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
     for i in range(L):
         drow[i] = dot64(dout[bh, i], out[bh, i])
@@ -381,10 +386,12 @@ def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     par = _parallel(BH, L, S, q3.shape[2])
     br, bc = _tiles(L, S)
     split = _split(BH, -(-S // bc)) if L and S and par else 1
-    dq = np.zeros((split,) + q3.shape, q.dtype)
-    dk = np.zeros(k3.shape, q.dtype)
-    dv = np.zeros(v3.shape, q.dtype)
-    if BH and L and S:
+    dq = np.empty((split,) + q3.shape, q.dtype)  # the kernel zeroes them, item by item
+    dk = np.empty(k3.shape, q.dtype)
+    dv = np.empty(v3.shape, q.dtype)
+    if not (BH and L and S):
+        dq[:], dk[:], dv[:] = 0, 0, 0
+    else:
         run = _flash_backward_parallel if par else _flash_backward_serial
         run(BH * split, q3, k3, v3, o3, lse3, do3, q.dtype.type(scale), bool(causal), split,
             q.dtype == np.float32, br, bc, dq, dk, dv)
