@@ -289,3 +289,24 @@ def test_memory_is_linear_in_T(record_property):
     assert peak < T * T * 4 / 4
     assert peak < 16 * T * 64 * 4  # a handful of (T, D) arrays
     assert peak / half < 2.5  # linear, not quadratic, in T
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_t", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 5, 3), (64, 32, 64), (3, 130, 17)])
+def test_gemm_acc_matches_its_numpy_meaning(dtype, a_t, m, n, k):
+    """The BLAS beta=1 helper of the kernels: c += op(a) @ b, also for row-strided views of a, b, c
+    (as the kernels pass slices of their tiles and of dK, dV, dQ)."""
+    from numba import njit
+    run = njit(lambda a_t, a, b, c: FA._gemm_acc(a_t, a, b, c))
+    rng = np.random.default_rng(m * n * k)
+    a_full = rng.standard_normal(((k, m) if a_t else (m, k)) + (3,)).astype(dtype)
+    a = np.ascontiguousarray(a_full[..., 0])
+    b = rng.standard_normal((k, n + 4)).astype(dtype)[:, 2:n + 2]  # rows of stride n + 4
+    c0 = rng.standard_normal((m, 2 * n)).astype(dtype)
+    c_numba, c_numpy = c0.copy(), c0.copy()
+    run(a_t, a, b, c_numba[:, :n])
+    FA._gemm_acc(a_t, a, b, c_numpy[:, :n])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c_numba, c_numpy, rtol=tol, atol=tol * k)
+    np.testing.assert_array_equal(c_numba[:, n:], c0[:, n:])  # the rest of c's rows untouched
