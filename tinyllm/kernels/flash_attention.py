@@ -45,8 +45,9 @@ Memory per work item: Q^T, dO^T and D_i of its (b, h) (O(T*D)) and a few tiles; 
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, prange
 from numba.core.extending import overload
+from numba.np.numpy_support import as_dtype
 from numba.np.linalg import _BLAS  # numba's own BLAS gateway (what its np.dot calls), for beta = 1
 
 from . import pool
@@ -124,13 +125,13 @@ def _gemm_acc(a_t, a, b, c):
 @overload(_gemm_acc)
 def _gemm_acc_numba(a_t, a, b, c):
     gemm = _BLAS().numba_xxgemm(c.dtype)
-    kind = ord("s" if c.dtype == types.float32 else "d")
-    dt = np.float32 if c.dtype == types.float32 else np.float64
+    dt = as_dtype(c.dtype)
+    kind = ord("s" if dt == np.float32 else "d")
+    one = np.ones(1, dt)  # alpha = beta = 1; a constant of the compiled code, not allocated per call
 
     def impl(a_t, a, b, c):
         m, n = c.shape
         k = b.shape[0]
-        one = np.ones(1, dt)
         size = c.itemsize
         # BLAS is column-major: the row-major c = op(a) b is, read column-major, c^T = b^T op(a)^T
         ldb = max(b.strides[0] // size, n, 1)
@@ -246,9 +247,6 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
     part = item % split
     dqp = dq[part, bh]  # (L, D)
     dqp[:] = 0
-    for jt in range(part, nk, split):
-        dk[bh, jt * bc_max:(jt + 1) * bc_max] = 0
-        dv[bh, jt * bc_max:(jt + 1) * bc_max] = 0
     drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
     for i in range(L):
         drow[i] = dot64(dout[bh, i], out[bh, i])
@@ -268,12 +266,14 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
     for jt in range(part, nk, split):
         j0 = jt * bc_max
         w = min(bc_max, S - j0)
+        dkj = dk[bh, j0:j0 + w]
+        dvj = dv[bh, j0:j0 + w]
+        dkj[:] = 0
+        dvj[:] = 0
         if causal and j0 >= L:  # no query sees these keys: their gradients stay 0
             continue
         kj = k[bh, j0:j0 + w]  # (w, D)
         vj = v[bh, j0:j0 + w]  # (w, Dv)
-        dkj = dk[bh, j0:j0 + w]
-        dvj = dv[bh, j0:j0 + w]
         i_first = (j0 // br_max) * br_max if causal else 0  # rows i >= j0 see key j0
         for i0 in range(i_first, L, br_max):
             br = min(br_max, L - i0)
