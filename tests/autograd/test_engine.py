@@ -169,6 +169,53 @@ def test_leaf_grad_does_not_alias_the_upstream_gradient():
     np.testing.assert_array_equal(g, [1.0, 1.0])
 
 
+class _Twice(tl.autograd.Function):
+    """y = 2x, whose backward hands out a new array each call and records it."""
+    returned = []
+
+    def forward(ctx, x):
+        return 2 * x
+
+    def backward(ctx, g):
+        out = 2 * g
+        _Twice.returned.append(out)
+        return out
+
+
+class _TwiceFresh(_Twice):
+    fresh_grads = True
+
+
+def test_a_fresh_gradient_becomes_the_leaf_grad_without_a_copy_and_others_are_copied():
+    for fn, kept in ((_TwiceFresh, True), (_Twice, False)):
+        _Twice.returned.clear()
+        x = _leaf([1.0, 2.0])
+        fn.apply(x).backward(np.array([1.0, 3.0]))
+        assert (x.grad is _Twice.returned[0]) == kept
+        np.testing.assert_array_equal(x.grad, [2.0, 6.0])
+
+
+def test_fresh_gradients_of_one_leaf_add_up_and_later_backwards_accumulate():
+    x = _leaf([1.0, 2.0])
+    y = _TwiceFresh.apply(x) + _TwiceFresh.apply(x) * 3 + x  # dy/dx = 2 + 6 + 1
+    y.backward(np.ones(2))
+    np.testing.assert_array_equal(x.grad, [9.0, 9.0])
+    _TwiceFresh.apply(x).backward(np.ones(2))
+    np.testing.assert_array_equal(x.grad, [11.0, 11.0])
+
+
+def test_a_retained_intermediate_copies_a_fresh_gradient_that_flows_on():
+    x = _leaf([1.0, 2.0])
+    h = x + 0  # Add hands its gradient on as it is
+    h.retain_grad()
+    _TwiceFresh.apply(h).backward(np.ones(2))
+    np.testing.assert_array_equal(h.grad, [2.0, 2.0])
+    x.grad += 1
+    h.grad *= 10
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+    assert not np.shares_memory(h.grad, _Twice.returned[-1])
+
+
 def test_grad_of_a_0d_leaf_is_a_0d_array():
     w, x = _leaf(2.0), _leaf([1.0, 2.0])
     (w * x).sum().backward()

@@ -91,7 +91,14 @@ class Function:
     ``ctx`` is the Function instance: the forward pass keeps on it whatever the backward needs.
     ``ctx.needs_input_grad[i]`` says whether input i wants a gradient (never under no_grad), so work
     can be skipped.
+
+    ``fresh_grads = True`` promises that every gradient ``backward`` returns is a new array that
+    nothing else holds (not ``grad`` itself, not a view of it, not one array for two inputs). The
+    engine may then keep it as it is, adding into it and handing it to a leaf as ``.grad`` without
+    copying it first.
     """
+
+    fresh_grads = False
 
     def forward(ctx, *args, **kwargs):
         raise NotImplementedError
@@ -269,14 +276,16 @@ class Tensor:
         grads = {id(self): grad}
         owned = set()  # keys whose gradient array the engine allocated itself (safe to add into)
         for node in _topological_order(self):
-            g = grads.pop(id(node), None)
-            owned.discard(id(node))
+            key = id(node)
+            g = grads.pop(key, None)
+            fresh = key in owned
+            owned.discard(key)
             if isinstance(g, SliceGrad):
-                g = g.dense()
+                g, fresh = g.dense(), True
             ctx = node._ctx
             if ctx is None or node._retains_grad:
-                if g is not None:
-                    _accumulate_leaf_grad(node, g)
+                if g is not None:  # a leaf may keep an array only the engine holds; a retained one
+                    _accumulate_leaf_grad(node, g, fresh and ctx is None)  # flows on, so is copied
                 if ctx is None:
                     continue
             if g is None:  # this node was not reached by any gradient (e.g. an unused output)
@@ -284,12 +293,18 @@ class Tensor:
             input_grads = ctx.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
+            fresh = ctx.fresh_grads
             for parent, pg in zip(ctx.parents, input_grads):
                 if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
                     continue
                 key = id(parent)
                 previous = grads.get(key)
-                grads[key] = pg if previous is None else _sum_grads(previous, pg, key, owned)
+                if previous is None:
+                    grads[key] = pg
+                    if fresh and not isinstance(pg, SliceGrad):
+                        owned.add(key)
+                else:
+                    grads[key] = _sum_grads(previous, pg, key, owned)
             if not retain_graph:
                 _free(ctx)
 
@@ -360,12 +375,14 @@ def _sum_grads(a, b, key, owned):
     return a
 
 
-def _accumulate_leaf_grad(node, g):
+def _accumulate_leaf_grad(node, g, fresh=False):
+    """``fresh``: only the engine holds ``g`` (see ``Function.fresh_grads``), so it may become .grad."""
     if g.dtype != node.data.dtype or g.shape != node.data.shape:
         g = g.astype(node.data.dtype, copy=False).reshape(node.data.shape)
     if node.grad is None:
         # own the buffer (the same array may flow to several inputs), and never keep a NumPy scalar
-        node.grad = backend.get_array_module(g).array(g, copy=True)
+        keep = fresh and g.ndim > 0 and g.flags.c_contiguous and getattr(g.flags, "writeable", True)
+        node.grad = g if keep else backend.get_array_module(g).array(g, copy=True)
     else:
         node.grad += g
 

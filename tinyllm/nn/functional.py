@@ -34,6 +34,7 @@ def _on_device_of(array, like):
 
 class Linear(Function):
     # y = x W^T + b   =>   dx = dy W,   dW = dy^T x,   db = sum(dy)   (over all leading dims)
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
@@ -116,6 +117,7 @@ class LayerNorm(Function):
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
     # dw = sum(dy * xhat),  db = sum(dy)                                        (over the leading dims)
     # The arithmetic is in tinyllm/kernels/layernorm.py, on x flattened to (rows, normalized size).
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, x, weight, bias, n_dims, eps):
         C = math.prod(x.shape[x.ndim - n_dims:])
         x2 = x.reshape(-1, C)  # (N, C)
@@ -153,6 +155,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 class Embedding(Function):
     # out = W[ids]   =>   dW[i] = sum of dy over every position whose id is i (a scatter-add)
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, weight, ids, padding_idx=None):
         ctx.ids, ctx.shape, ctx.padding_idx = ids, weight.shape, padding_idx
         return weight[ids]
@@ -320,6 +323,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
 class GELU(Function):
     # y = x Phi(x)   =>   dx = dy * (Phi(x) + x phi(x))        (tanh form and kernels: kernels/gelu.py)
     # The forward pass computes dy/dx alongside y, from the same erf and exp, and keeps it in place of x.
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, x, approximate="none"):
         if not ctx.needs_input_grad[0]:
             return kernels.gelu.forward(x, approximate)
@@ -387,6 +391,7 @@ def dropout(input, p=0.5, training=True):
 
 class ScaledDotProductAttention(Function):
     # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, q, k, v, mask=None, scale=1.0, is_causal=False):
         q, k, v = kernels.attention.kernel_inputs(q, k, v, mask)  # kept for the backward as they are
         out, lse = kernels.attention.attention_forward(q, k, v, scale, is_causal, mask)
