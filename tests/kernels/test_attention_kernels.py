@@ -300,19 +300,99 @@ def test_memory_is_linear_in_T(record_property):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("a_t", [False, True])
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 5, 3), (64, 32, 64), (3, 130, 17)])
-def test_gemm_acc_matches_its_numpy_meaning(dtype, a_t, m, n, k):
-    """The BLAS beta=1 helper of the kernels: c += op(a) @ b, also for row-strided views of a, b, c
-    (as the kernels pass slices of their tiles and of dK, dV, dQ)."""
+@pytest.mark.parametrize("name", ["_gemm_acc", "_gemm_into"])
+def test_gemm_helpers_match_their_numpy_meaning(dtype, a_t, m, n, k, name):
+    """The kernels' BLAS helpers, c += op(a) @ b (beta = 1) and c = op(a) @ b (beta = 0), also for
+    row-strided views of a, b and c (as the kernels pass slices of their tiles, of dK, dV, dQ, and
+    the heads of a packed qkv)."""
     from numba import njit
-    run = njit(lambda a_t, a, b, c: FA._gemm_acc(a_t, a, b, c))
+    fn = getattr(FA, name)
+    run = njit(lambda a_t, a, b, c: fn(a_t, a, b, c))
     rng = np.random.default_rng(m * n * k)
-    a_full = rng.standard_normal(((k, m) if a_t else (m, k)) + (3,)).astype(dtype)
-    a = np.ascontiguousarray(a_full[..., 0])
+    a_full = rng.standard_normal(((k, m + 3) if a_t else (m, k + 3))).astype(dtype)
+    a = a_full[:, 1:m + 1] if a_t else a_full[:, 2:k + 2]  # rows of stride (m or k) + 3
     b = rng.standard_normal((k, n + 4)).astype(dtype)[:, 2:n + 2]  # rows of stride n + 4
     c0 = rng.standard_normal((m, 2 * n)).astype(dtype)
     c_numba, c_numpy = c0.copy(), c0.copy()
     run(a_t, a, b, c_numba[:, :n])
-    FA._gemm_acc(a_t, a, b, c_numpy[:, :n])
+    fn(a_t, a, b, c_numpy[:, :n])
+    expected = (a.T if a_t else a) @ b + (c0[:, :n] if name == "_gemm_acc" else 0)
     tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c_numpy[:, :n], expected, rtol=tol, atol=tol * k)
     np.testing.assert_allclose(c_numba, c_numpy, rtol=tol, atol=tol * k)
     np.testing.assert_array_equal(c_numba[:, n:], c0[:, n:])  # the rest of c's rows untouched
+
+
+# ---------------------------------------------------------------------------------------------
+# q, k, v read where they lie: the heads of a packed qkv projection
+# ---------------------------------------------------------------------------------------------
+def _packed(rng, B, L, H, D, dtype):
+    """q, k, v as a GPT's attention takes them: (B, H, L, D) views of one (B, L, 3, H, D) projection."""
+    qkv = rng.standard_normal((B, L, 3, H, D)).astype(dtype).transpose(2, 0, 3, 1, 4)
+    return qkv[0], qkv[1], qkv[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("L", [2, 63, 65, 130])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dout_layout", ["as the projection sends it", "contiguous"])
+@pytest.mark.parametrize("threads", [None, 3])
+def test_views_of_a_packed_qkv_are_read_in_place(monkeypatch, dtype, L, causal, dout_layout, threads):
+    """No copies of q, k, v, an output whose transpose(1, 2) is contiguous (so the (B, L, C) the output
+    projection reads is a view, as with torch's CPU flash attention), and the reference's results;
+    also with work items split (3 threads) and either layout of the upstream gradient."""
+    if threads:
+        monkeypatch.setattr(FA, "_threads", lambda: threads)
+    rng = np.random.default_rng(L)
+    B, H, D = 2, 3, 16
+    q, k, v = _packed(rng, B, L, H, D, dtype)
+    assert all(a is b for a, b in zip(A.kernel_inputs(q, k, v), (q, k, v)))
+    dout = rng.standard_normal((B, L, H, D)).astype(dtype).transpose(0, 2, 1, 3)
+    if dout_layout == "contiguous":
+        dout = np.ascontiguousarray(dout)
+    ours, ref = _both(q, k, v, dout, 0.25, causal)
+    _assert_close(ours, ref, q, k, v, dout, 0.25, TOL[np.dtype(dtype)])
+    assert ours[0].transpose(0, 2, 1, 3).flags.c_contiguous
+    assert all(g.flags.c_contiguous for g in ours[2:])
+
+
+def test_views_the_kernels_cannot_read_in_place_are_copied_and_still_right():
+    """A head dim that is not unit-stride, reversed rows, or only some of q, k, v as views: all
+    copied to contiguous arrays first (kernel_inputs), with the reference's results."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, 40, 3, 4, 8, 2))  # (B, L, 3, H, D, 2): D of stride 2
+    q, k, v = base[..., 0].transpose(2, 0, 3, 1, 4)
+    qr, kr, vr = _packed(rng, 2, 40, 4, 8, np.float64)
+    qc = np.ascontiguousarray(qr)
+    dout = rng.standard_normal((2, 4, 40, 8))
+    for case in [(q, k, v), (qr[:, :, ::-1], kr[:, :, ::-1], vr[:, :, ::-1]), (qc, kr, vr)]:
+        kin = A.kernel_inputs(*case)
+        assert all(x.flags.c_contiguous for x in kin)
+        ours, ref = _both(*case, dout, 0.3, True)
+        _assert_close(ours, ref, *case, dout, 0.3, 1e-10)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gpt_style_heads_through_autograd_match_torch(dtype):
+    """The path a GPT takes (qkv projection -> reshape -> permute -> heads -> SDPA -> transpose ->
+    reshape), on Tensors with the in-place kernels, against torch: output and input gradient."""
+    B, T, H, D = 2, 70, 4, 8
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((B, T, 3 * H * D)).astype(dtype)
+    g = rng.standard_normal((B, T, H * D)).astype(dtype)
+
+    def heads(qkv, sdpa):
+        qkv = qkv.reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+        return sdpa(qkv[0], qkv[1], qkv[2], is_causal=True).transpose(1, 2).reshape(B, T, H * D)
+
+    with backend.use_kernels("numba"):
+        tx = tl.tensor(x, requires_grad=True)
+        y = heads(tx, F.scaled_dot_product_attention)
+        y.backward(g)
+    rx = torch.tensor(x, requires_grad=True)
+    ry = heads(rx, TSDPA)
+    ry.backward(torch.tensor(g))
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(y.numpy(), ry.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(tx.grad, rx.grad.numpy(), rtol=tol, atol=tol)

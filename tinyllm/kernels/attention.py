@@ -21,6 +21,7 @@ import numpy as np
 from .. import backend
 from .flash_attention import flash_attention_backward as attention_backward_numba
 from .flash_attention import flash_attention_forward as attention_forward_numba
+from .flash_attention import kernel_layout
 
 # numba's np.dot (the tile products) needs scipy's BLAS; without it we stay on the NumPy reference.
 _HAVE_SCIPY = importlib.util.find_spec("scipy") is not None
@@ -89,12 +90,13 @@ def _use_numba(q, k, v, mask):
 
 
 def kernel_inputs(q, k, v, mask=None):
-    """q, k, v as the kernel that ``attention_forward`` picks reads them: contiguous for the numba
-    kernel (in a GPT they are views, heads split out of the qkv projection; copied once here, the
-    autograd op keeps the copies for the backward), the arrays themselves for the reference (a decode
-    step reads the KV cache where it lies)."""
+    """q, k, v as the kernel that ``attention_forward`` picks reads them: for the numba kernel, the
+    views themselves when it can read them in place (a GPT's heads, split out of its qkv projection),
+    else contiguous copies made once here (``flash_attention.kernel_layout``; the autograd op keeps
+    them for the backward); the arrays themselves for the reference (a decode step reads the KV cache
+    where it lies)."""
     if _use_numba(q, k, v, mask):
-        return np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v)
+        return kernel_layout(q, k, v)
     return q, k, v
 
 

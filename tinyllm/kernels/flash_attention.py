@@ -6,10 +6,13 @@ only the per-row logsumexp, which the backward uses to rebuild each probability 
 
 Where the time goes, and why the code looks as it does:
 
-* The tile products (S = Q K^T, O += P V and the five products of the backward) go to BLAS through
-  ``np.dot(a, b, out)`` on contiguous tiles (numba calls scipy's BLAS for it), and the products that
-  are added into an accumulator (O, dK, dV, dQ) through ``_gemm_acc``, gemm with beta = 1, so they
-  need no temporary tile and no pass to add it in (backward 2-5% faster). A 64x64x64 sgemm runs
+* The tile products (S = Q K^T, O += P V and the five products of the backward) go to scipy's BLAS
+  gemm through numba's BLAS gateway: ``_gemm_into`` (beta = 0) and, for the products added into an
+  accumulator (O, dK, dV, dQ), ``_gemm_acc`` (beta = 1: no temporary tile and no pass to add it in;
+  backward 2-5% faster). Unlike numba's ``np.dot``, both take rows that lie apart, so q, k, v, the
+  output and its gradient are read where they lie when they are the heads of a packed qkv projection
+  (``_in_place``): a recipe training step saved its 3 copies of q, k, v, the output's copy into
+  (B, T, C) and the gradient's copy back, 31.3 -> 30.3 ms (in-process A/B). A 64x64x64 sgemm runs
   at ~100 GFLOP/s on one Zen 4 core there, against ~45 GFLOP/s for the best hand-written numba loop
   nest we tried (numba cannot register-block). For sequences of 256 and more, tiles are 128 x 128 in
   the one-pool setup (``pool.py``: scipy's BLAS on one thread), where they beat 64 x 64 at T=1024 on
@@ -30,7 +33,7 @@ Where the time goes, and why the code looks as it does:
 * numba has no vector exp without Intel's SVML, and a scalar ``expf`` call costs ~2.6 ns; in float32
   we use our own exp (Cody-Waite reduction, cephes' degree-6 polynomial, 2^k built from its bits):
   max relative error 8e-8 against ``np.exp`` and ~0.5 ns an element. float64 keeps ``math.exp``.
-* ``prange`` runs over (batch*head) x ``split`` work items. One item owns a whole (b, h) (split=1), so
+* ``prange`` runs over (batch*head) x ``split`` work items, on 4-d (B, H, T, D) arrays. One item owns a whole (b, h) (split=1), so
   the dQ accumulation of the backward has no races; when B*H does not spread evenly over the
   threads, the forward splits query tiles and the backward splits key tiles over items, each
   backward item adding into its own dQ copy (summed afterwards: O(split * T * D) memory).
@@ -115,31 +118,43 @@ def _first_seen(j, j0, i0, br, diag):
     return min(br, max(0, j0 + j - i0))
 
 
+def _gemm_into(a_t, a, b, c):
+    """c[:] = op(a) @ b, with op(a) = a.T if ``a_t`` else a; 2-d arrays with unit stride along their
+    rows, which may lie apart (the NumPy meaning of the numba version below: BLAS gemm, beta = 0)."""
+    c[...] = (a.T if a_t else a) @ b
+
+
 def _gemm_acc(a_t, a, b, c):
-    """c += op(a) @ b, with op(a) = a.T if ``a_t`` else a; 2-d arrays with unit inner stride (the
-    NumPy meaning of the numba version below, which calls BLAS gemm with beta = 1: no temporary
+    """c += op(a) @ b, as ``_gemm_into`` (the numba version calls gemm with beta = 1: no temporary
     product and no separate pass to add it in)."""
     c += (a.T if a_t else a) @ b
 
 
-@overload(_gemm_acc)
-def _gemm_acc_numba(a_t, a, b, c):
-    gemm = _BLAS().numba_xxgemm(c.dtype)
-    dt = as_dtype(c.dtype)
-    kind = ord("s" if dt == np.float32 else "d")
-    one = np.ones(1, dt)  # alpha = beta = 1; a constant of the compiled code, not allocated per call
+def _blas_gemm(beta):
+    """numba's implementation of c = op(a) @ b + beta * c, through numba's own BLAS gateway. Unlike
+    numba's np.dot it takes row-strided operands as they are (a head's rows inside a GPT's qkv)."""
+    def typer(a_t, a, b, c):
+        gemm = _BLAS().numba_xxgemm(c.dtype)
+        dt = as_dtype(c.dtype)
+        kind = ord("s" if dt == np.float32 else "d")
+        alpha, beta_c = np.ones(1, dt), np.full(1, beta, dt)  # constants of the compiled code
 
-    def impl(a_t, a, b, c):
-        m, n = c.shape
-        k = b.shape[0]
-        size = c.itemsize
-        # BLAS is column-major: the row-major c = op(a) b is, read column-major, c^T = b^T op(a)^T
-        ldb = max(b.strides[0] // size, n, 1)
-        lda = max(a.strides[0] // size, a.shape[1], 1)
-        ldc = max(c.strides[0] // size, n, 1)
-        gemm(kind, ord("n"), ord("t") if a_t else ord("n"), n, m, k,
-             one.ctypes, b.ctypes, ldb, a.ctypes, lda, one.ctypes, c.ctypes, ldc)
-    return impl
+        def impl(a_t, a, b, c):
+            m, n = c.shape
+            k = b.shape[0]
+            size = c.itemsize
+            # BLAS is column-major: the row-major c = op(a) b is, read column-major, c^T = b^T op(a)^T
+            ldb = max(b.strides[0] // size, n, 1)
+            lda = max(a.strides[0] // size, a.shape[1], 1)
+            ldc = max(c.strides[0] // size, n, 1)
+            gemm(kind, ord("n"), ord("t") if a_t else ord("n"), n, m, k,
+                 alpha.ctypes, b.ctypes, ldb, a.ctypes, lda, beta_c.ctypes, c.ctypes, ldc)
+        return impl
+    return typer
+
+
+overload(_gemm_into)(_blas_gemm(0.0))
+overload(_gemm_acc)(_blas_gemm(1.0))
 
 
 # ---------------------------------------------------------------------------------- forward
@@ -148,14 +163,17 @@ def _gemm_acc_numba(a_t, a, b, c):
 # rows, with no horizontal reductions in the inner loops.
 @njit(cache=True)
 def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_max, out, lse):
-    # q (BH, L, D), k (BH, S, D), v (BH, S, Dv), C-contiguous; out (BH, L, Dv); lse (BH, L) float64
+    # q (B, H, L, D), k (B, H, S, D), v (B, H, S, Dv), out (B, H, L, Dv): unit stride along D, rows
+    # maybe apart (see _in_place); lse (B, H, L) float64.
     # One work item: the query tiles part, part + split, ... of one (b, h).
-    L, D = q.shape[1], q.shape[2]
-    S = k.shape[1]
-    Dv = v.shape[2]
+    H, L, D = q.shape[1], q.shape[2], q.shape[3]
+    S = k.shape[2]
+    Dv = v.shape[3]
     nq = (L + br_max - 1) // br_max
     bh = item // split
     part = item % split
+    b, h = bh // H, bh % H
+    qb, kb, vb, ob, lb = q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h]  # this (b, h)'s rows
     qt = np.empty(D * br_max, q.dtype)  # Q_i^T (D, br)
     st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T, of one tile (w, br)
     ibuf = np.empty(bc_max * br_max, np.int32)
@@ -169,7 +187,7 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
         i0 = it * br_max
         br = min(br_max, L - i0)
         qtt = qt[:D * br].reshape((D, br))
-        _transpose_into(q[bh, i0:i0 + br], qtt)
+        _transpose_into(qb[i0:i0 + br], qtt)
         for d in range(D):
             for r in range(br):
                 qtt[d, r] *= scale  # S^T comes out scaled; the backward scales Q^T alike
@@ -180,7 +198,7 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
         for j0 in range(0, kend, bc_max):
             w = min(bc_max, kend - j0)
             stt = st[:w * br].reshape((w, br))
-            np.dot(k[bh, j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
+            _gemm_into(False, kb[j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
             if causal and j0 + w - 1 > i0:  # the causal mask cuts this tile
                 for j in range(w):
                     for r in range(_first_seen(j, j0, i0, br, True)):
@@ -214,16 +232,16 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
                 a = alpha[r]
                 for e in range(Dv):
                     acc[r, e] *= a
-            _gemm_acc(True, stt, v[bh, j0:j0 + w], acc[:br])  # acc += P V (br, Dv)
+            _gemm_acc(True, stt, vb[j0:j0 + w], acc[:br])  # acc += P V (br, Dv)
         for r in range(br):
             if l[r] > 0:
                 inv = 1.0 / l[r]
                 for e in range(Dv):
-                    out[bh, i0 + r, e] = acc[r, e] * inv
-                lse[bh, i0 + r] = np.float64(m[r]) + math.log(l[r])
+                    ob[i0 + r, e] = acc[r, e] * inv
+                lb[i0 + r] = np.float64(m[r]) + math.log(l[r])
             else:
-                out[bh, i0 + r, :] = 0
-                lse[bh, i0 + r] = -np.inf
+                ob[i0 + r, :] = 0
+                lb[i0 + r] = -np.inf
 
 
 # ---------------------------------------------------------------------------------- backward
@@ -235,54 +253,57 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
 # is a BLAS NN or TN one.
 @njit(cache=True)
 def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv):
-    # q, dq (BH, L, D); k, dk (BH, S, D); v, dv (BH, S, Dv); out, dout (BH, L, Dv); lse (BH, L)
-    # dq is (split, BH, L, D): one copy per split part. All three come uninitialised: each item zeroes
-    # what it owns (its dQ copy, its key tiles of dK and dV), on its own thread and just before use.
+    # q, dq (B, H, L, D); k, dk (B, H, S, D); v, dv (B, H, S, Dv); out, dout (B, H, L, Dv); lse (B, H, L).
+    # q, k, v, out, dout as in the forward; dq is (split, B, H, L, D), one copy per split part, and
+    # dq, dk, dv come C-contiguous and uninitialised: each item zeroes what it owns (its dQ copy, its
+    # key tiles of dK and dV), on its own thread and just before use.
     # One work item: the key tiles part, part + split, ... of one (b, h).
-    L, D = q.shape[1], q.shape[2]
-    S = k.shape[1]
-    Dv = v.shape[2]
+    H, L, D = q.shape[1], q.shape[2], q.shape[3]
+    S = k.shape[2]
+    Dv = v.shape[3]
     nk = (S + bc_max - 1) // bc_max
     bh = item // split
     part = item % split
-    dqp = dq[part, bh]  # (L, D)
+    b, h = bh // H, bh % H
+    qb, kb, vb, ob, dob, lb = q[b, h], k[b, h], v[b, h], out[b, h], dout[b, h], lse[b, h]  # this (b, h)'s rows
+    dqp = dq[part, b, h]  # (L, D)
     dqp[:] = 0
     drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
     for i in range(L):
-        drow[i] = dot64(dout[bh, i], out[bh, i])
+        drow[i] = dot64(dob[i], ob[i])
     qt = np.empty(L * D, q.dtype)  # Q^T by query tiles: the tile at i0 is qt[i0*D:][:D*br] as (D, br)
     dot = np.empty(L * Dv, q.dtype)  # dO^T likewise
     for i0 in range(0, L, br_max):
         br = min(br_max, L - i0)
         qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
-        _transpose_into(q[bh, i0:i0 + br], qtt)
+        _transpose_into(qb[i0:i0 + br], qtt)
         for d in range(D):
             for r in range(br):
                 qtt[d, r] *= scale  # as in the forward, so S^T * scale is rebuilt bit for bit
-        _transpose_into(dout[bh, i0:i0 + br], dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br)))
+        _transpose_into(dob[i0:i0 + br], dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br)))
     st = np.empty(bc_max * br_max, q.dtype)  # S^T, then P^T (w, br)
     dp = np.empty(bc_max * br_max, q.dtype)  # dP^T, then dS^T * scale
     ibuf = np.empty(bc_max * br_max, np.int32)
     for jt in range(part, nk, split):
         j0 = jt * bc_max
         w = min(bc_max, S - j0)
-        dkj = dk[bh, j0:j0 + w]
-        dvj = dv[bh, j0:j0 + w]
+        dkj = dk[b, h, j0:j0 + w]
+        dvj = dv[b, h, j0:j0 + w]
         dkj[:] = 0
         dvj[:] = 0
         if causal and j0 >= L:  # no query sees these keys: their gradients stay 0
             continue
-        kj = k[bh, j0:j0 + w]  # (w, D)
-        vj = v[bh, j0:j0 + w]  # (w, Dv)
+        kj = kb[j0:j0 + w]  # (w, D)
+        vj = vb[j0:j0 + w]  # (w, Dv)
         i_first = (j0 // br_max) * br_max if causal else 0  # rows i >= j0 see key j0
         for i0 in range(i_first, L, br_max):
             br = min(br_max, L - i0)
             qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
             dott = dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br))
-            lse_i = lse[bh, i0:i0 + br]
+            lse_i = lb[i0:i0 + br]
             d_i = drow[i0:i0 + br]
             stt = st[:w * br].reshape((w, br))
-            np.dot(kj, qtt, stt)  # S^T * scale (w, br)
+            _gemm_into(False, kj, qtt, stt)  # S^T * scale (w, br)
             diag = causal and j0 + w - 1 > i0
             for j in range(w):
                 rs = _first_seen(j, j0, i0, br, diag)
@@ -292,13 +313,13 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
                     # s * scale - lse formed in float64, then rounded: exact for large logits
                     stt[j, r] = stt[j, r] - lse_i[r]
             _exp_inplace(st, w * br, ibuf, fast)  # P^T (w, br)
-            _gemm_acc(False, stt, dout[bh, i0:i0 + br], dvj)  # dV_j += P^T dO (w, Dv)
+            _gemm_acc(False, stt, dob[i0:i0 + br], dvj)  # dV_j += P^T dO (w, Dv)
             dpt = dp[:w * br].reshape((w, br))
-            np.dot(vj, dott, dpt)  # dP^T = V dO^T (w, br)
+            _gemm_into(False, vj, dott, dpt)  # dP^T = V dO^T (w, br)
             for j in range(w):
                 for r in range(br):
                     dpt[j, r] = stt[j, r] * (dpt[j, r] - d_i[r]) * scale  # dS^T * scale
-            _gemm_acc(False, dpt, q[bh, i0:i0 + br], dkj)  # dK_j += dS^T Q (w, D)
+            _gemm_acc(False, dpt, qb[i0:i0 + br], dkj)  # dK_j += dS^T Q (w, D)
             _gemm_acc(True, dpt, kj, dqp[i0:i0 + br])  # dQ_i += dS K (br, D)
 
 
@@ -362,53 +383,105 @@ def _split(bh, n_tiles):
     return max(1, min(n_tiles, t // math.gcd(bh, t)))
 
 
-def _as3(x):
-    """(..., n, d) -> contiguous (prod(...), n, d)."""
-    return np.ascontiguousarray(x.reshape((math.prod(x.shape[:-2]),) + x.shape[-2:]))
+def _readable(x):
+    """Can the kernels read this 4-d array where it lies? Each (b, h) block's rows go to BLAS as a
+    matrix with a leading dimension: unit stride along the last dim, a row stride of whole elements
+    and at least a row long, no negative strides."""
+    st, n = x.strides, x.itemsize
+    return (x.ndim == 4 and x.size > 0 and (x.shape[3] == 1 or st[3] == n) and min(st) >= 0
+            and st[2] % n == 0 and st[2] >= x.shape[3] * n)
+
+
+def _in_place(q, k, v):
+    """Read q, k, v where they lie, and write the output in (B, L, H, Dv) order? Yes when all three
+    are 4-d views that are not contiguous but readable, as the heads a GPT splits out of its qkv
+    projection are: then neither those views nor the output (whose ``transpose(1, 2)`` is the
+    (B, L, H * Dv) the projection after attention reads) need a copy. torch's CPU flash attention
+    lays its output out the same way. Otherwise everything runs on contiguous arrays. (Two layouts,
+    not one per mix of them: each is a separate compilation of the kernels.)"""
+    return (all(x.ndim == 4 and not x.flags.c_contiguous and _readable(x) for x in (q, k, v))
+            and q.shape[1] > 1 and q.shape[2] > 1)
+
+
+def _as4(x):
+    """(..., n, d) -> contiguous (1, prod(...), n, d), copied only when it is not contiguous."""
+    return np.ascontiguousarray(x).reshape((1, math.prod(x.shape[:-2])) + x.shape[-2:])
+
+
+def _output_layout(B, H, L, Dv, dtype):
+    """An uninitialised (B, H, L, Dv) array laid out as (B, L, H, Dv) (see _in_place)."""
+    return np.empty((B, L, H, Dv), dtype).transpose(0, 2, 1, 3)
+
+
+def _strided_like_output(x, dtype):
+    """x (B, H, L, Dv) as the kernels read it in the in-place layout: itself, or a copy in that layout
+    (never C-contiguous, so the kernels see the one array layout they were compiled for)."""
+    if x.dtype == dtype and not x.flags.c_contiguous and _readable(x):
+        return x
+    y = _output_layout(*x.shape, dtype)
+    y[...] = x
+    return y
+
+
+def kernel_layout(q, k, v):
+    """q, k, v as the kernels will read them: the arrays themselves when they can be read in place
+    (see _in_place), else contiguous copies, made once (the autograd op keeps them for the backward)."""
+    if _in_place(q, k, v):
+        return q, k, v
+    return np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v)
 
 
 def flash_attention_forward(q, k, v, scale, causal=False):
     """(out, lse) of softmax(q k^T * scale) v without a T x S buffer; q (..., L, D), k (..., S, D),
-    v (..., S, Dv) of one float dtype and equal leading dims. lse is float64 (..., L)."""
+    v (..., S, Dv) of one float dtype and equal leading dims. lse is float64 (..., L). out is
+    contiguous, or, for q, k, v read in place (see _in_place), (B, H, L, Dv) laid out as (B, L, H, Dv)."""
     lead, L = q.shape[:-2], q.shape[-2]
     Dv = v.shape[-1]
-    q3, k3, v3 = _as3(q), _as3(k), _as3(v)
-    BH = q3.shape[0]
-    out = np.empty((BH, L, Dv), q.dtype)
-    lse = np.empty((BH, L), np.float64)
-    if BH and L:
-        if k3.shape[1] == 0:
-            out[:] = 0
-            lse[:] = -np.inf
+    if _in_place(q, k, v):
+        q4, k4, v4 = q, k, v
+        out = _output_layout(q.shape[0], q.shape[1], L, Dv, q.dtype)
+    else:
+        q4, k4, v4 = _as4(q), _as4(k), _as4(v)
+        out = np.empty(q4.shape[:2] + (L, Dv), q.dtype)
+    B, H = q4.shape[:2]
+    S = k4.shape[2]
+    lse = np.empty((B, H, L), np.float64)
+    if B * H and L:
+        if S == 0:
+            out[...] = 0
+            lse[...] = -np.inf
         else:
-            par = _parallel(BH, L, k3.shape[1], q3.shape[2])
-            br, bc = _tiles(L, k3.shape[1])
-            split = _split(BH, -(-L // br)) if par else 1
+            par = _parallel(B * H, L, S, q4.shape[3])
+            br, bc = _tiles(L, S)
+            split = _split(B * H, -(-L // br)) if par else 1
             run = _flash_forward_parallel if par else _flash_forward_serial
-            run(BH * split, q3, k3, v3, q.dtype.type(scale), bool(causal), split, q.dtype == np.float32,
+            run(B * H * split, q4, k4, v4, q.dtype.type(scale), bool(causal), split, q.dtype == np.float32,
                 br, bc, out, lse)
     return out.reshape(lead + (L, Dv)), lse.reshape(lead + (L,))
 
 
 def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
-    """(dq, dk, dv) of flash_attention_forward, rebuilding P tile by tile from lse."""
+    """(dq, dk, dv) of flash_attention_forward, rebuilding P tile by tile from lse; C-contiguous."""
     L, S = q.shape[-2], k.shape[-2]
-    q3, k3, v3 = _as3(q), _as3(k), _as3(v)
-    o3 = _as3(out)
-    do3 = np.ascontiguousarray(dout, dtype=q.dtype).reshape(o3.shape)
-    lse3 = np.ascontiguousarray(lse, dtype=np.float64).reshape(o3.shape[:2])
-    BH = q3.shape[0]
-    par = _parallel(BH, L, S, q3.shape[2])
+    if _in_place(q, k, v):
+        q4, k4, v4 = q, k, v
+        o4, do4 = _strided_like_output(out, q.dtype), _strided_like_output(dout, q.dtype)
+    else:
+        q4, k4, v4, o4 = _as4(q), _as4(k), _as4(v), _as4(out)
+        do4 = np.ascontiguousarray(dout, dtype=q.dtype).reshape(o4.shape)
+    B, H = q4.shape[:2]
+    lse4 = np.ascontiguousarray(lse, dtype=np.float64).reshape((B, H, L))
+    par = _parallel(B * H, L, S, q4.shape[3])
     br, bc = _tiles(L, S)
-    split = _split(BH, -(-S // bc)) if L and S and par else 1
-    dq = np.empty((split,) + q3.shape, q.dtype)  # the kernel zeroes them, item by item
-    dk = np.empty(k3.shape, q.dtype)
-    dv = np.empty(v3.shape, q.dtype)
-    if not (BH and L and S):
+    split = _split(B * H, -(-S // bc)) if L and S and par else 1
+    dq = np.empty((split,) + q4.shape, q.dtype)  # the kernel zeroes them, item by item
+    dk = np.empty(k4.shape, q.dtype)
+    dv = np.empty(v4.shape, q.dtype)
+    if not (B * H and L and S):
         dq[:], dk[:], dv[:] = 0, 0, 0
     else:
         run = _flash_backward_parallel if par else _flash_backward_serial
-        run(BH * split, q3, k3, v3, o3, lse3, do3, q.dtype.type(scale), bool(causal), split,
+        run(B * H * split, q4, k4, v4, o4, lse4, do4, q.dtype.type(scale), bool(causal), split,
             q.dtype == np.float32, br, bc, dq, dk, dv)
     dq = dq[0] if split == 1 else dq.sum(axis=0)
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
