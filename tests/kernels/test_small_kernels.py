@@ -3,10 +3,13 @@ operations in the same order, so the results must be bit-identical, in float32 a
 option (decoupled or L2 weight decay, amsgrad, maximize, a large lerp weight). Also the gradient-norm
 kernel (tinyllm/kernels/norms.py) and the embedding scatter-add (kernels/embedding.py) against theirs."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyllm.kernels import adam as K
+
+from helpers import force_driver
 
 
 @settings(deadline=None, max_examples=60)
@@ -32,6 +35,30 @@ def test_numba_update_is_bit_identical_to_numpy_twin(shape, dtype, lr, beta1, be
     for name, a, b in zip(("p", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"), *states):
         np.testing.assert_array_equal(a, b, err_msg=name)
         assert a.dtype == dtype
+
+
+@pytest.mark.parametrize("driver", ["parallel", "serial"])
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("size", [1, 3, 40_001])
+def test_both_drivers_are_bit_identical_to_numpy_twin(monkeypatch, driver, amsgrad, size):
+    """The parallel driver (a chunk of the parameter per thread, patched thresholds force it) and the
+    serial one give the reference's bits, also for sizes that do not split evenly or at all."""
+    force_driver(monkeypatch, K, driver)
+    rng = np.random.default_rng(size)
+    states = []
+    for run in (K.adam_step_numba, K.adam_step_numpy):
+        p = rng.standard_normal(size).astype(np.float32) if not states else states[0][4].copy()
+        p0 = p.copy()
+        m, v, vmax = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+        grads = np.random.default_rng(size + 1)
+        for step in (1, 2, 3):
+            g = grads.standard_normal(size).astype(np.float32)
+            run(p, g, m, v, vmax if amsgrad else None, 1e-2, 0.9, 0.99, 1e-8, 0.1, float(step), True,
+                amsgrad, False)
+        states.append((p, m, v, vmax, p0))
+    for name, a, b in zip(("p", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"), states[0][:4], states[1][:4]):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert not np.array_equal(states[0][0], states[0][4])  # the update did something
 
 
 def test_dispatch_uses_the_reference_for_non_contiguous_state():
