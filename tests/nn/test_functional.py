@@ -747,3 +747,41 @@ def test_other_argument_errors():
         F.gelu(x, "fast")
     with pytest.raises(IndexError, match="dim 2"):
         F.softmax(x, 2)
+
+
+# -- Function.fresh_grads: the claim that every gradient is a new array ---------------------------
+def _fresh_cases(rng):
+    x3 = rng.standard_normal((2, 5, 8))
+    w = rng.standard_normal((6, 8))
+    ids = np.array([[0, 3, 1], [2, 3, 3]])
+    q = rng.standard_normal((1, 2, 70, 8))
+    return {
+        "linear": (x3, lambda x: F.linear(x, tl.tensor(w))),
+        "linear (weight)": (w, lambda wt: F.linear(tl.tensor(x3), wt)),
+        "layer_norm": (x3, lambda x: F.layer_norm(x, (8,))),
+        "embedding": (rng.standard_normal((4, 8)), lambda wt: F.embedding(ids, wt)),
+        "gelu": (x3, F.gelu),
+        "sdpa": (q, lambda x: F.scaled_dot_product_attention(x, x * 0.5, x, is_causal=True)),
+        "softmax": (x3, lambda x: F.softmax(x, dim=-1)),
+        "log_softmax": (x3, lambda x: F.log_softmax(x, dim=-1)),
+        "cross_entropy": (rng.standard_normal((6, 8)), lambda x: F.cross_entropy(x, np.array([0, 7, 2, 2, 5, 1]))),
+    }
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+@pytest.mark.parametrize("name", list(_fresh_cases(np.random.default_rng(0))))
+def test_ops_that_promise_fresh_gradients_keep_it(kernels, name):
+    """A leaf's .grad may be the very array a fresh_grads op returned; if that array were one the op
+    keeps (or the upstream gradient), adding into .grad would corrupt the next backward. Three
+    backward passes through one retained graph must give exactly 3x the first gradient."""
+    data, fn = _fresh_cases(np.random.default_rng(0))[name]
+    with backend.use_kernels(kernels):
+        x = tl.tensor(data, requires_grad=True)
+        y = fn(x)
+        g = np.random.default_rng(1).standard_normal(y.shape)
+        y.backward(g, retain_graph=True)
+        first = x.grad.copy()
+        assert not np.shares_memory(x.grad, g)
+        y.backward(g, retain_graph=True)
+        y.backward(g)
+    np.testing.assert_allclose(x.grad, 3 * first, rtol=1e-12, atol=1e-12)

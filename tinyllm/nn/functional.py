@@ -66,6 +66,7 @@ def linear(input, weight, bias=None):
 
 class Softmax(Function):
     # y = softmax(x)   =>   dx = y * (dy - sum(dy * y))      (fused over the last dim: kernels/softmax.py)
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, x, dim):
         ctx.out, ctx.dim = kernels.softmax.forward(x, dim), dim
         return ctx.out
@@ -76,6 +77,7 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     # y = x - logsumexp(x)   =>   dx = dy - softmax(x) * sum(dy)
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, x, dim):
         xp = backend.get_array_module(x)
         shifted = x - x.max(axis=dim, keepdims=True)
@@ -199,6 +201,7 @@ class CrossEntropy(Function):
     #   soft target t:  a = w * ((1 - eps) t + eps / C)
     # d loss / dx = p * sum(a) - a,  p = softmax(x).   'mean' divides by sum of w_y (hard) or N (soft).
     # Hard targets run the fused kernels of tinyllm/kernels/cross_entropy.py (only lse is kept).
+    fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         xp = backend.get_array_module(logits)
         ctx.reduction, ctx.soft, ctx.n = reduction, target.dtype.kind == "f", logits.shape[0]
