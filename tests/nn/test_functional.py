@@ -758,6 +758,9 @@ def _fresh_cases(rng):
     return {
         "linear": (x3, lambda x: F.linear(x, tl.tensor(w))),
         "linear (weight)": (w, lambda wt: F.linear(tl.tensor(x3), wt)),
+        "matmul": (x3, lambda x: x @ tl.tensor(w.T)),
+        "matmul (right)": (w.T, lambda wt: tl.tensor(x3) @ wt),
+        "matmul (vector)": (w[0], lambda v: tl.tensor(w) @ v),
         "layer_norm": (x3, lambda x: F.layer_norm(x, (8,))),
         "embedding": (rng.standard_normal((4, 8)), lambda wt: F.embedding(ids, wt)),
         "gelu": (x3, F.gelu),

@@ -103,6 +103,7 @@ class Neg(Function):
 
 class MatMul(Function):
     # C = A @ B  =>  dA = dC @ B^T,  dB = A^T @ dC   (1-D operands are promoted, as in NumPy)
+    fresh_grads = True  # both gradients are new products (see Function)
     def forward(ctx, a, b):
         _check_matmul(a.shape, b.shape)
         ctx.a, ctx.b = a, b
