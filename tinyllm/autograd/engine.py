@@ -293,7 +293,7 @@ class Tensor:
             input_grads = ctx.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            fresh = ctx.fresh_grads
+            new_arrays = ctx.fresh_grads
             for parent, pg in zip(ctx.parents, input_grads):
                 if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
                     continue
@@ -301,7 +301,7 @@ class Tensor:
                 previous = grads.get(key)
                 if previous is None:
                     grads[key] = pg
-                    if fresh and not isinstance(pg, SliceGrad):
+                    if new_arrays and not isinstance(pg, SliceGrad):
                         owned.add(key)
                 else:
                     grads[key] = _sum_grads(previous, pg, key, owned)

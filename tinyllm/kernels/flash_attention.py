@@ -33,8 +33,8 @@ Where the time goes, and why the code looks as it does:
 * numba has no vector exp without Intel's SVML, and a scalar ``expf`` call costs ~2.6 ns; in float32
   we use our own exp (Cody-Waite reduction, cephes' degree-6 polynomial, 2^k built from its bits):
   max relative error 8e-8 against ``np.exp`` and ~0.5 ns an element. float64 keeps ``math.exp``.
-* ``prange`` runs over (batch*head) x ``split`` work items, on 4-d (B, H, T, D) arrays. One item owns a whole (b, h) (split=1), so
-  the dQ accumulation of the backward has no races; when B*H does not spread evenly over the
+* ``prange`` runs over (batch*head) x ``split`` work items, on 4-d (B, H, T, D) arrays. One item
+  owns a whole (b, h) (split=1), so the dQ accumulation of the backward has no races; when B*H does not spread evenly over the
   threads, the forward splits query tiles and the backward splits key tiles over items, each
   backward item adding into its own dQ copy (summed afterwards: O(split * T * D) memory).
 
@@ -423,6 +423,14 @@ def _strided_like_output(x, dtype):
     return y
 
 
+def _kernel_arrays(q, k, v):
+    """(in_place, q4, k4, v4): whether q, k, v are read in place (see _in_place), and the 4-d arrays
+    the kernels run on."""
+    if _in_place(q, k, v):
+        return True, q, k, v
+    return False, _as4(q), _as4(k), _as4(v)
+
+
 def kernel_layout(q, k, v):
     """q, k, v as the kernels will read them: the arrays themselves when they can be read in place
     (see _in_place), else contiguous copies, made once (the autograd op keeps them for the backward)."""
@@ -437,13 +445,9 @@ def flash_attention_forward(q, k, v, scale, causal=False):
     contiguous, or, for q, k, v read in place (see _in_place), (B, H, L, Dv) laid out as (B, L, H, Dv)."""
     lead, L = q.shape[:-2], q.shape[-2]
     Dv = v.shape[-1]
-    if _in_place(q, k, v):
-        q4, k4, v4 = q, k, v
-        out = _output_layout(q.shape[0], q.shape[1], L, Dv, q.dtype)
-    else:
-        q4, k4, v4 = _as4(q), _as4(k), _as4(v)
-        out = np.empty(q4.shape[:2] + (L, Dv), q.dtype)
+    in_place, q4, k4, v4 = _kernel_arrays(q, k, v)
     B, H = q4.shape[:2]
+    out = _output_layout(B, H, L, Dv, q.dtype) if in_place else np.empty((B, H, L, Dv), q.dtype)
     S = k4.shape[2]
     lse = np.empty((B, H, L), np.float64)
     if B * H and L:
@@ -463,11 +467,11 @@ def flash_attention_forward(q, k, v, scale, causal=False):
 def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     """(dq, dk, dv) of flash_attention_forward, rebuilding P tile by tile from lse; C-contiguous."""
     L, S = q.shape[-2], k.shape[-2]
-    if _in_place(q, k, v):
-        q4, k4, v4 = q, k, v
+    in_place, q4, k4, v4 = _kernel_arrays(q, k, v)
+    if in_place:
         o4, do4 = _strided_like_output(out, q.dtype), _strided_like_output(dout, q.dtype)
     else:
-        q4, k4, v4, o4 = _as4(q), _as4(k), _as4(v), _as4(out)
+        o4 = _as4(out)
         do4 = np.ascontiguousarray(dout, dtype=q.dtype).reshape(o4.shape)
     B, H = q4.shape[:2]
     lse4 = np.ascontiguousarray(lse, dtype=np.float64).reshape((B, H, L))
