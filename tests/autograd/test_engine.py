@@ -135,6 +135,32 @@ def test_retain_grad_keeps_the_gradient_of_an_intermediate():
     assert z.grad is None  # not retained
 
 
+def test_an_intermediate_no_backward_needs_is_freed_when_dropped_and_gradients_still_flow():
+    import gc
+    import weakref
+    x = _leaf(np.arange(6.0).reshape(2, 3))
+    h = x + x  # Add's backward needs neither input, so nothing in the graph holds h's array
+    loss = (tl.nn.functional.gelu(h) + 1.0).sum()
+    h_data, h_tensor = weakref.ref(h.data), weakref.ref(h)
+    del h
+    gc.collect()
+    assert h_tensor() is None and h_data() is None
+    loss.backward()
+    h = 2 * x.data
+    expected_dgelu = 0.5 * (1 + np.vectorize(__import__("math").erf)(h / np.sqrt(2))) \
+        + h * np.exp(-h * h / 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(x.grad, 2 * expected_dgelu, rtol=1e-12)
+
+
+def test_retain_grad_on_a_tensor_used_twice_and_in_a_diamond():
+    x = _leaf([0.5, -1.0])
+    a = (x * 3).retain_grad()
+    b, c = a.exp(), a * a  # two consumers of a: the graph reaches a's context from both
+    (b + c).sum().backward()
+    np.testing.assert_allclose(a.grad, np.exp(a.data) + 2 * a.data)
+    np.testing.assert_allclose(x.grad, 3 * (np.exp(a.data) + 2 * a.data))
+
+
 # -- accumulation and .grad ----------------------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
 """The reverse-mode engine: ``Tensor``, ``Function`` and ``backward``.
 
 A Tensor wraps an array (``.data``) and, when it was produced by an op that needs gradients,
-remembers that op's context (``._ctx``): a ``Function`` instance holding the inputs (``parents``)
-and whatever its forward pass saved for the backward pass. ``backward()`` sorts that graph with an
+remembers that op's context (``._ctx``): a ``Function`` instance holding whatever its forward pass
+saved for the backward pass, and its inputs' graph nodes (``parents``: their contexts, or the leaves
+themselves), never the intermediate tensors, so their arrays die with them unless a backward saved
+them (as in PyTorch, where ``grad_fn`` links to ``grad_fn``). ``backward()`` sorts that graph with an
 explicit stack (never recursion, so a 20,000-op chain is fine), walks it in reverse, and leaves the
 gradients of leaves in ``.grad`` as plain arrays. The ops themselves live in ``ops.py``.
 """
@@ -99,6 +101,7 @@ class Function:
     """
 
     fresh_grads = False
+    retained = None  # the output tensor, once it called retain_grad()
 
     def forward(ctx, *args, **kwargs):
         raise NotImplementedError
@@ -125,9 +128,17 @@ class Function:
             out = np.asarray(out)
         result = Tensor._wrap(out, requires_grad)
         if requires_grad:
-            ctx.parents = inputs
+            # the graph links contexts, not tensors: a parent is its own context (the op that made
+            # it), a leaf that wants a gradient, or None. So an intermediate tensor's array is freed
+            # once the user drops it, unless a backward saved it (GELU's input, for one, is not).
+            ctx.parents = tuple([_node_of(x) if need else None for x, need in zip(inputs, needs)])
             result._ctx = ctx
         return result
+
+
+def _node_of(tensor):
+    """The graph node of a tensor that requires grad: the context that made it, or the leaf itself."""
+    return tensor if tensor._ctx is None else tensor._ctx
 
 
 def _check_same_device(op, arrays):
@@ -223,6 +234,8 @@ class Tensor:
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
         self._retains_grad = True
+        if self._ctx is not None:  # the graph reaches its context, not the tensor
+            self._ctx.retained = self
         return self
 
     def zero_(self):
@@ -273,29 +286,29 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has shape {self.shape}")
 
-        grads = {id(self): grad}
+        root = _node_of(self)
+        grads = {id(root): grad}
         owned = set()  # keys whose gradient array the engine allocated itself (safe to add into)
-        for node in _topological_order(self):
+        for node in _topological_order(root):
             key = id(node)
             g = grads.pop(key, None)
+            if g is None:  # this node was not reached by any gradient (e.g. an unused output)
+                continue
             fresh = key in owned
             owned.discard(key)
             if isinstance(g, SliceGrad):
                 g, fresh = g.dense(), True
-            ctx = node._ctx
-            if ctx is None or node._retains_grad:
-                if g is not None:  # a leaf may keep an array only the engine holds; a retained one
-                    _accumulate_leaf_grad(node, g, fresh and ctx is None)  # flows on, so is copied
-                if ctx is None:
-                    continue
-            if g is None:  # this node was not reached by any gradient (e.g. an unused output)
+            if isinstance(node, Tensor):  # a leaf may keep an array only the engine holds
+                _accumulate_leaf_grad(node, g, fresh)
                 continue
-            input_grads = ctx.backward(g)
+            if node.retained is not None:  # its gradient flows on, so .grad gets a copy
+                _accumulate_leaf_grad(node.retained, g)
+            input_grads = node.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            new_arrays = ctx.fresh_grads
-            for parent, pg in zip(ctx.parents, input_grads):
-                if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
+            new_arrays = node.fresh_grads
+            for parent, pg in zip(node.parents, input_grads):
+                if pg is None or parent is None:
                     continue
                 key = id(parent)
                 previous = grads.get(key)
@@ -306,13 +319,14 @@ class Tensor:
                 else:
                     grads[key] = _sum_grads(previous, pg, key, owned)
             if not retain_graph:
-                _free(ctx)
+                _free(node)
 
     # -- operators are attached in ops.py ------------------------------------------------------
 
 
 def _topological_order(root):
-    """Nodes reachable from ``root``, each after every node that consumes it (root first)."""
+    """Nodes reachable from ``root`` (contexts and leaves), each after every node that consumes it
+    (root first)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -324,15 +338,14 @@ def _topological_order(root):
             continue
         visited.add(id(node))
         stack.append((node, True))
-        ctx = node._ctx
-        if ctx is None:
+        if isinstance(node, Tensor):  # a leaf
             continue
-        parents = getattr(ctx, "parents", None)
+        parents = node.parents
         if parents is None:
             raise RuntimeError("backward(): trying to backward through the graph a second time; its "
                                "saved values were freed by the first backward (use retain_graph=True)")
         for p in parents:
-            if isinstance(p, Tensor) and p.requires_grad and id(p) not in visited:
+            if p is not None and id(p) not in visited:
                 stack.append((p, False))
     order.reverse()
     return order
