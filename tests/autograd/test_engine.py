@@ -152,6 +152,19 @@ def test_an_intermediate_no_backward_needs_is_freed_when_dropped_and_gradients_s
     np.testing.assert_allclose(x.grad, 2 * expected_dgelu, rtol=1e-12)
 
 
+def test_summing_into_a_fresh_gradient_leaves_the_shared_upstream_gradient_alone():
+    # Add hands the same upstream array to both inputs; GELU's fresh gradient for x is summed in place
+    x = _leaf([[-1.0, 0.5, 2.0]])
+    upstream = np.array([[1.0, 2.0, 3.0]])
+    kept = upstream.copy()
+    z = tl.nn.functional.gelu(x) + x
+    z.backward(upstream)
+    np.testing.assert_array_equal(upstream, kept)
+    xs = x.data
+    dgelu = 0.5 * (1 + np.vectorize(__import__("math").erf)(xs / np.sqrt(2))) + xs * np.exp(-xs * xs / 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(x.grad, kept * (dgelu + 1), rtol=1e-12)
+
+
 def test_retain_grad_on_a_tensor_used_twice_and_in_a_diamond():
     x = _leaf([0.5, -1.0])
     a = (x * 3).retain_grad()

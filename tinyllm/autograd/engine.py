@@ -98,9 +98,14 @@ class Function:
     nothing else holds (not ``grad`` itself, not a view of it, not one array for two inputs). The
     engine may then keep it as it is, adding into it and handing it to a leaf as ``.grad`` without
     copying it first.
+
+    ``ctx.last_backward`` is True while the engine runs the backward that frees the graph
+    (``retain_graph=False``): what the forward saved dies afterwards, so backward may write its
+    result into a saved array that only ctx holds.
     """
 
     fresh_grads = False
+    last_backward = False
     retained = None  # the output tensor, once it called retain_grad()
 
     def forward(ctx, *args, **kwargs):
@@ -303,6 +308,7 @@ class Tensor:
                 continue
             if node.retained is not None:  # its gradient flows on, so .grad gets a copy
                 _accumulate_leaf_grad(node.retained, g)
+            node.last_backward = not retain_graph
             input_grads = node.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
@@ -317,7 +323,7 @@ class Tensor:
                     if new_arrays and not isinstance(pg, SliceGrad):
                         owned.add(key)
                 else:
-                    grads[key] = _sum_grads(previous, pg, key, owned)
+                    grads[key] = _sum_grads(previous, pg, key, owned, new_arrays)
             if not retain_graph:
                 _free(node)
 
@@ -369,23 +375,33 @@ class SliceGrad:
         return grad
 
 
-def _sum_grads(a, b, key, owned):
-    """a + b for two gradients of one tensor (either may be a SliceGrad). Adds in place when the
-    engine owns ``a`` (it allocated it, so nobody else holds it) and the sum keeps a's shape and dtype."""
+def _sum_grads(a, b, key, owned, b_fresh=False):
+    """a + b for two gradients of one tensor (either may be a SliceGrad). Adds in place into ``a``
+    when the engine owns it (it allocated it, so nobody else holds it), else into ``b`` when that is
+    a fresh array (``b_fresh``: see Function.fresh_grads), if the sum keeps that array's shape and dtype."""
     if isinstance(a, SliceGrad):
         a = a.dense()
         owned.add(key)
-    b_value = b.value if isinstance(b, SliceGrad) else b
-    in_place = (key in owned and getattr(a, "ndim", 0) > 0 and b.shape == a.shape
-                and np.result_type(a.dtype, b_value.dtype) == a.dtype)
-    if in_place and isinstance(b, SliceGrad):
-        a[b.index] += b.value
-    elif in_place:
+    if isinstance(b, SliceGrad):
+        if key in owned and _holds_sum(a, b.shape, b.value.dtype):
+            a[b.index] += b.value
+            return a
+        b, b_fresh = b.dense(), True
+    if key in owned and _holds_sum(a, b.shape, b.dtype):
         a += b
-    else:
-        a = a + (b.dense() if isinstance(b, SliceGrad) else b)  # a fresh array: ours from now on
+        return a
+    if b_fresh and _holds_sum(b, a.shape, a.dtype):
+        b += a
         owned.add(key)
-    return a
+        return b
+    owned.add(key)
+    return a + b  # a fresh array: ours from now on
+
+
+def _holds_sum(target, shape, dtype):
+    """Can ``target += (an array of this shape and dtype)`` hold the sum?"""
+    return (getattr(target, "ndim", 0) > 0 and target.shape == shape
+            and np.result_type(target.dtype, dtype) == target.dtype)
 
 
 def _accumulate_leaf_grad(node, g, fresh=False):

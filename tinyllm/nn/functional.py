@@ -334,7 +334,11 @@ class GELU(Function):
         return y
 
     def backward(ctx, g):
-        return g * ctx.dydx
+        dydx = ctx.dydx
+        if ctx.last_backward and g.dtype == dydx.dtype and g.shape == dydx.shape:
+            dydx *= g  # dy/dx dies with ctx: reuse its buffer (NumPy or CuPy)
+            return dydx
+        return g * dydx
 
 
 def gelu(input, approximate="none"):
