@@ -98,6 +98,40 @@ def test_slices_split_and_dense_gradients_of_one_tensor_add_up_like_torch(dtype)
     np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=tol, atol=tol)
 
 
+def test_slice_gradients_that_tile_a_tensor_fill_one_buffer_in_its_memory_order():
+    from tinyllm.autograd.engine import SliceGrad
+    rng = np.random.default_rng(1)
+    packed = rng.standard_normal((2, 5, 3, 4))  # (B, T, 3, C) like a qkv projection
+    view = packed.transpose(2, 0, 1, 3)  # (3, B, T, C), the q, k, v pieces along dim 0
+    pieces = [rng.standard_normal((2, 5, 4)) for _ in range(3)]
+    g = SliceGrad(view.shape, 2, pieces[2], view.strides)
+    g.add(SliceGrad(view.shape, (0,), pieces[0], view.strides)).add(SliceGrad(view.shape, -2, pieces[1], view.strides))
+    dense = g.dense()
+    np.testing.assert_array_equal(dense, np.stack(pieces))
+    assert dense.transpose(1, 2, 0, 3).flags.c_contiguous  # laid out like packed: its reshape is a view
+    # as many pieces as rows, but one row twice: the rest must still be zero, the twice-hit row summed
+    g = SliceGrad((3, 4), 0, np.ones(4)).add(SliceGrad((3, 4), 0, np.ones(4))).add(SliceGrad((3, 4), 1, np.ones(4)))
+    np.testing.assert_array_equal(g.dense(), [[2.0] * 4, [1.0] * 4, [0.0] * 4])
+
+
+@requires_torch
+def test_split_heads_of_a_packed_projection_backward_like_torch():
+    data = np.random.default_rng(2).standard_normal((2, 5, 3 * 2 * 4))
+
+    def f(lib, x):
+        B, T = x.shape[:2]
+        qkv = x.reshape(B, T, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        w = lib.tensor if lib is torch else tl.tensor
+        return ((q * 2 + k.exp()) * v).sum() + (qkv[1] * w(np.arange(4.0))).sum()
+
+    x = tl.Tensor(data.copy(), requires_grad=True)
+    f(tl, x).backward()
+    xt = torch.tensor(data, requires_grad=True)
+    f(torch, xt).backward()
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_slice_gradients_of_a_leaf_accumulate_across_backward_calls_and_retained_graphs():
     x = tl.Tensor(np.arange(6.0), requires_grad=True)
     y = (x[:3] * 2).sum() + x[2:].sum()

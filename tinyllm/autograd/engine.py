@@ -358,21 +358,65 @@ def _topological_order(root):
 
 
 class SliceGrad:
-    """A gradient that is zero outside one basic-index region: what indexing's backward returns.
+    """A gradient that is zero outside some basic-index regions: what indexing's backward returns.
 
     Kept lazy, so that the pieces of a ``split`` (the q, k, v of attention) are written into one
-    zero-filled buffer, instead of each allocating a full-size zero array and the engine adding those.
+    buffer when the tensor's backward runs, instead of each allocating a full-size zero array and the
+    engine adding those. Pieces that tile the tensor along its first dim (``x[0]``, ``x[1]``, ...
+    once each) need no zero-fill. ``strides``: the indexed array's, so the buffer is laid out in its
+    memory order (then the backward of a permuted view of a projection is a view again, not a copy).
     """
 
-    __slots__ = ("shape", "index", "value")
+    __slots__ = ("shape", "strides", "pieces")
 
-    def __init__(self, shape, index, value):
-        self.shape, self.index, self.value = shape, index, value
+    def __init__(self, shape, index, value, strides=None):
+        self.shape, self.strides, self.pieces = shape, strides, [(index, value)]
+
+    def add(self, other):
+        self.pieces += other.pieces
+        return self
 
     def dense(self):
-        grad = backend.get_array_module(self.value).zeros(self.shape, dtype=self.value.dtype)
-        grad[self.index] = self.value
+        pieces = self.pieces
+        xp = backend.get_array_module(pieces[0][1])
+        dtype = pieces[0][1].dtype if len(pieces) == 1 else np.result_type(*[v.dtype for _, v in pieces])
+        if self._tiles_first_dim():
+            grad = _empty_in_order(xp, self.shape, dtype, self.strides)
+            for index, value in pieces:
+                grad[index] = value
+            return grad
+        grad = xp.zeros(self.shape, dtype=dtype)
+        for n, (index, value) in enumerate(pieces):
+            if n == 0:
+                grad[index] = value
+            else:
+                grad[index] += value
         return grad
+
+    def _tiles_first_dim(self):
+        n = self.shape[0] if self.shape else 0
+        if len(self.pieces) != n or n == 0:
+            return False
+        seen = set()
+        for index, _ in self.pieces:
+            if isinstance(index, tuple):
+                index = index[0] if len(index) == 1 else None
+            if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+                return False
+            seen.add(int(index) % n)
+        return len(seen) == n
+
+
+def _empty_in_order(xp, shape, dtype, strides):
+    """An uninitialised array of ``shape`` whose memory runs in the order of ``strides`` (largest
+    first), or C order without them."""
+    if strides is None or len(shape) < 2:
+        return xp.empty(shape, dtype=dtype)
+    order = sorted(range(len(shape)), key=lambda d: -strides[d])
+    inverse = [0] * len(order)
+    for i, d in enumerate(order):
+        inverse[d] = i
+    return xp.empty(tuple(shape[d] for d in order), dtype=dtype).transpose(inverse)
 
 
 def _sum_grads(a, b, key, owned, b_fresh=False):
@@ -380,11 +424,14 @@ def _sum_grads(a, b, key, owned, b_fresh=False):
     when the engine owns it (it allocated it, so nobody else holds it), else into ``b`` when that is
     a fresh array (``b_fresh``: see Function.fresh_grads), if the sum keeps that array's shape and dtype."""
     if isinstance(a, SliceGrad):
+        if isinstance(b, SliceGrad) and b.shape == a.shape:
+            return a.add(b)  # still lazy: the buffer is filled once, when the tensor's backward runs
         a = a.dense()
         owned.add(key)
     if isinstance(b, SliceGrad):
-        if key in owned and _holds_sum(a, b.shape, b.value.dtype):
-            a[b.index] += b.value
+        if key in owned and all(_holds_sum(a, b.shape, v.dtype) for _, v in b.pieces):
+            for index, value in b.pieces:
+                a[index] += value
             return a
         b, b_fresh = b.dense(), True
     if key in owned and _holds_sum(a, b.shape, b.dtype):

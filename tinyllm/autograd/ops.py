@@ -392,6 +392,7 @@ class GetItem(Function):
     # indexing is a gather: its gradient is a scatter-add, so repeated indices accumulate.
     def forward(ctx, a, index):
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        ctx.strides = None if a.flags.c_contiguous else a.strides  # the gradient's memory order
         try:
             return a[index]
         except IndexError as e:
@@ -399,7 +400,7 @@ class GetItem(Function):
 
     def backward(ctx, g):
         if _is_basic_index(ctx.index):  # zero outside the view: the engine fills one buffer per tensor
-            return SliceGrad(ctx.shape, ctx.index, g)
+            return SliceGrad(ctx.shape, ctx.index, g, ctx.strides)
         xp = backend.get_array_module(g)
         grad = xp.zeros(ctx.shape, dtype=g.dtype)
         xp.add.at(grad, _bool_to_int_index(ctx.index), g)

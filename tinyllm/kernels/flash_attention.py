@@ -255,8 +255,9 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
 def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fast, br_max, bc_max, dq, dk, dv):
     # q, dq (B, H, L, D); k, dk (B, H, S, D); v, dv (B, H, S, Dv); out, dout (B, H, L, Dv); lse (B, H, L).
     # q, k, v, out, dout as in the forward; dq is (split, B, H, L, D), one copy per split part, and
-    # dq, dk, dv come C-contiguous and uninitialised: each item zeroes what it owns (its dQ copy, its
-    # key tiles of dK and dV), on its own thread and just before use.
+    # dq, dk, dv come uninitialised (C-contiguous, or strided like the output when q, k, v are read
+    # in place): each item zeroes what it owns (its dQ copy, its key tiles of dK and dV), on its own
+    # thread and just before use.
     # One work item: the key tiles part, part + split, ... of one (b, h).
     H, L, D = q.shape[1], q.shape[2], q.shape[3]
     S = k.shape[2]
@@ -465,7 +466,8 @@ def flash_attention_forward(q, k, v, scale, causal=False):
 
 
 def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
-    """(dq, dk, dv) of flash_attention_forward, rebuilding P tile by tile from lse; C-contiguous."""
+    """(dq, dk, dv) of flash_attention_forward, rebuilding P tile by tile from lse; C-contiguous, or
+    for q, k, v read in place (see _in_place), (B, H, n, d) laid out as (B, n, H, d)."""
     L, S = q.shape[-2], k.shape[-2]
     in_place, q4, k4, v4 = _kernel_arrays(q, k, v)
     if in_place:
@@ -478,9 +480,13 @@ def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     par = _parallel(B * H, L, S, q4.shape[3])
     br, bc = _tiles(L, S)
     split = _split(B * H, -(-S // bc)) if L and S and par else 1
-    dq = np.empty((split,) + q4.shape, q.dtype)  # the kernel zeroes them, item by item
-    dk = np.empty(k4.shape, q.dtype)
-    dv = np.empty(v4.shape, q.dtype)
+    # uninitialised: the kernel zeroes them, item by item. Read in place, q, k, v come from one
+    # (B, L, 3, H, D) projection, so their gradients are laid out as (B, L, H, D) like the output:
+    # the engine then gathers them into the projection's layout without a strided copy.
+    dq = np.empty((split,) + q4.shape, q.dtype) if not in_place else \
+        np.empty((split, B, L, H, q4.shape[3]), q.dtype).transpose(0, 1, 3, 2, 4)
+    dk = np.empty(k4.shape, q.dtype) if not in_place else _output_layout(B, H, S, k4.shape[3], q.dtype)
+    dv = np.empty(v4.shape, q.dtype) if not in_place else _output_layout(B, H, S, v4.shape[3], q.dtype)
     if not (B * H and L and S):
         dq[:], dk[:], dv[:] = 0, 0, 0
     else:
