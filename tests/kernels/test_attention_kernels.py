@@ -146,6 +146,33 @@ def test_split_work_items(monkeypatch, threads, driver):
         _assert_close(ours, ref, q, k, v, dout, 0.3, 1e-10, f"threads={threads} causal={causal}: ")
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("L,S", [(70, 200), (200, 70), (64, 64)])
+def test_backward_writes_every_gradient_element(monkeypatch, threads, L, S):
+    """The backward writes its first product into each gradient tile (beta = 0) and zeroes the tiles
+    no product reaches (causal keys past the last query): with dq, dk, dv handed over full of NaN,
+    every element must still come out right."""
+    monkeypatch.setattr(FA, "_threads", lambda: threads)
+    rng = np.random.default_rng(L + S + threads)
+    q, k, v, dout = _inputs(rng, 1, 3, L, S, 16, 8, np.float64)
+    real_empty = np.empty
+
+    def poisoned_empty(shape, dtype=float, *args, **kwargs):
+        return np.full(shape, np.nan, dtype)
+
+    for causal in (False, True):
+        out, lse = FA.flash_attention_forward(q, k, v, 0.25, causal)
+        FA.flash_attention_backward(q, k, v, out, lse, dout, 0.25, causal)  # compiled before np is patched
+        monkeypatch.setattr(FA.np, "empty", poisoned_empty)
+        try:
+            grads = FA.flash_attention_backward(q, k, v, out, lse, dout, 0.25, causal)
+        finally:
+            monkeypatch.setattr(FA.np, "empty", real_empty)
+        ref = A.attention_backward_numpy(q, k, v, out, lse, dout, 0.25, causal)
+        for g, r in zip(grads, ref):
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_large_logits_float32(causal):
     """Scores of +-1e4 in float32: finite results, and both twins within the rounding of the scores

@@ -256,8 +256,8 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
     # q, dq (B, H, L, D); k, dk (B, H, S, D); v, dv (B, H, S, Dv); out, dout (B, H, L, Dv); lse (B, H, L).
     # q, k, v, out, dout as in the forward; dq is (split, B, H, L, D), one copy per split part, and
     # dq, dk, dv come uninitialised (C-contiguous, or strided like the output when q, k, v are read
-    # in place): each item zeroes what it owns (its dQ copy, its key tiles of dK and dV), on its own
-    # thread and just before use.
+    # in place): each item writes what it owns (its dQ copy, its key tiles of dK and dV), on its own
+    # thread, the first product into a tile with beta = 0, and zeroes the tiles no product reaches.
     # One work item: the key tiles part, part + split, ... of one (b, h).
     H, L, D = q.shape[1], q.shape[2], q.shape[3]
     S = k.shape[2]
@@ -268,7 +268,7 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
     b, h = bh // H, bh % H
     qb, kb, vb, ob, dob, lb = q[b, h], k[b, h], v[b, h], out[b, h], dout[b, h], lse[b, h]  # this (b, h)'s rows
     dqp = dq[part, b, h]  # (L, D)
-    dqp[:] = 0
+    dq_set = np.zeros((L + br_max - 1) // br_max, np.bool_)  # query tiles of dqp written yet
     drow = np.empty(L, q.dtype)  # D_i = rowsum(dO_i * O_i)
     for i in range(L):
         drow[i] = dot64(dob[i], ob[i])
@@ -290,14 +290,13 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
         w = min(bc_max, S - j0)
         dkj = dk[b, h, j0:j0 + w]
         dvj = dv[b, h, j0:j0 + w]
-        dkj[:] = 0
-        dvj[:] = 0
-        if causal and j0 >= L:  # no query sees these keys: their gradients stay 0
-            continue
         kj = kb[j0:j0 + w]  # (w, D)
         vj = vb[j0:j0 + w]  # (w, Dv)
+        # the first product into each gradient tile is written (beta = 0), later ones added: no
+        # zero-fill pass, and no read of an uninitialised tile. Tiles no product reaches are zeroed.
+        first = True
         i_first = (j0 // br_max) * br_max if causal else 0  # rows i >= j0 see key j0
-        for i0 in range(i_first, L, br_max):
+        for i0 in range(i_first, L, br_max):  # (none when causal and j0 >= L: no query sees these keys)
             br = min(br_max, L - i0)
             qtt = qt[i0 * D:(i0 + br) * D].reshape((D, br))
             dott = dot[i0 * Dv:(i0 + br) * Dv].reshape((Dv, br))
@@ -314,14 +313,40 @@ def _flash_backward_item(item, q, k, v, out, lse, dout, scale, causal, split, fa
                     # s * scale - lse formed in float64, then rounded: exact for large logits
                     stt[j, r] = stt[j, r] - lse_i[r]
             _exp_inplace(st, w * br, ibuf, fast)  # P^T (w, br)
-            _gemm_acc(False, stt, dob[i0:i0 + br], dvj)  # dV_j += P^T dO (w, Dv)
+            if first:
+                _gemm_into(False, stt, dob[i0:i0 + br], dvj)  # dV_j = P^T dO (w, Dv)
+            else:
+                _gemm_acc(False, stt, dob[i0:i0 + br], dvj)  # dV_j += P^T dO
             dpt = dp[:w * br].reshape((w, br))
             _gemm_into(False, vj, dott, dpt)  # dP^T = V dO^T (w, br)
             for j in range(w):
                 for r in range(br):
                     dpt[j, r] = stt[j, r] * (dpt[j, r] - d_i[r]) * scale  # dS^T * scale
-            _gemm_acc(False, dpt, qb[i0:i0 + br], dkj)  # dK_j += dS^T Q (w, D)
-            _gemm_acc(True, dpt, kj, dqp[i0:i0 + br])  # dQ_i += dS K (br, D)
+            if first:
+                _gemm_into(False, dpt, qb[i0:i0 + br], dkj)  # dK_j = dS^T Q (w, D)
+            else:
+                _gemm_acc(False, dpt, qb[i0:i0 + br], dkj)  # dK_j += dS^T Q
+            first = False
+            if dq_set[i0 // br_max]:
+                _gemm_acc(True, dpt, kj, dqp[i0:i0 + br])  # dQ_i += dS K (br, D)
+            else:
+                _gemm_into(True, dpt, kj, dqp[i0:i0 + br])  # dQ_i = dS K
+                dq_set[i0 // br_max] = True
+        if first:
+            _zero_rows(dkj)
+            _zero_rows(dvj)
+    for it in range(dq_set.size):
+        if not dq_set[it]:
+            _zero_rows(dqp[it * br_max:min(L, (it + 1) * br_max)])
+
+
+@njit(cache=True)
+def _zero_rows(x):
+    """x[...] = 0 for a 2-d array whose rows may lie apart (explicit loops: numba's slice assignment
+    on a non-contiguous array takes a slow generic path)."""
+    for r in range(x.shape[0]):
+        for e in range(x.shape[1]):
+            x[r, e] = 0
 
 
 # ---------------------------------------------------------------------------------- drivers
