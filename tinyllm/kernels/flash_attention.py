@@ -191,11 +191,11 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
         for d in range(D):
             for r in range(br):
                 qtt[d, r] *= scale  # S^T comes out scaled; the backward scales Q^T alike
-        acc[:br] = 0
         m[:br] = -np.inf
         l[:br] = 0.0
-        kend = min(S, i0 + br) if causal else S  # keys seen by the tile's last row
+        kend = min(S, i0 + br) if causal else S  # keys seen by the tile's last row (at least one)
         for j0 in range(0, kend, bc_max):
+            first = j0 == 0  # acc and l start empty: no rescaling, and acc is written, not added to
             w = min(bc_max, kend - j0)
             stt = st[:w * br].reshape((w, br))
             _gemm_into(False, kb[j0:j0 + w], qtt, stt)  # S^T * scale (w, br)
@@ -217,17 +217,22 @@ def _flash_forward_item(item, q, k, v, scale, causal, split, fast, br_max, bc_ma
                 if mx[r] == -np.inf:  # no key seen yet (not reachable without a mask): stay empty
                     mx[r] = 0
                 alpha[r] = m[r] - mx[r]
-            _exp_inplace(alpha, br, ibuf, fast)
+            if not first:
+                _exp_inplace(alpha, br, ibuf, fast)
             for j in range(w):
                 for r in range(br):
                     stt[j, r] -= mx[r]
             _exp_inplace(st, w * br, ibuf, fast)  # P^T, unnormalised
             for r in range(br):
-                l[r] *= alpha[r]
+                if not first:
+                    l[r] *= alpha[r]
                 m[r] = mx[r]
             for j in range(w):
                 for r in range(br):
                     l[r] += stt[j, r]
+            if first:
+                _gemm_into(True, stt, vb[j0:j0 + w], acc[:br])  # acc = P V (br, Dv)
+                continue
             for r in range(br):
                 a = alpha[r]
                 for e in range(Dv):
