@@ -510,13 +510,17 @@ def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     par = _parallel(B * H, L, S, q4.shape[3])
     br, bc = _tiles(L, S)
     split = _split(B * H, -(-S // bc)) if L and S and par else 1
-    # uninitialised: the kernel zeroes them, item by item. Read in place, q, k, v come from one
-    # (B, L, 3, H, D) projection, so their gradients are laid out as (B, L, H, D) like the output:
-    # the engine then gathers them into the projection's layout without a strided copy.
-    dq = np.empty((split,) + q4.shape, q.dtype) if not in_place else \
-        np.empty((split, B, L, H, q4.shape[3]), q.dtype).transpose(0, 1, 3, 2, 4)
-    dk = np.empty(k4.shape, q.dtype) if not in_place else _output_layout(B, H, S, k4.shape[3], q.dtype)
-    dv = np.empty(v4.shape, q.dtype) if not in_place else _output_layout(B, H, S, v4.shape[3], q.dtype)
+    # uninitialised: each work item writes (or zeroes) every tile it owns. Read in place, q, k, v come
+    # from one (B, L, 3, H, D) projection, so their gradients are laid out as (B, L, H, D) like the
+    # output: the engine then gathers them into the projection's layout without a strided copy.
+    if in_place:
+        dq = np.empty((split, B, L, H, q4.shape[3]), q.dtype).transpose(0, 1, 3, 2, 4)
+        dk = _output_layout(B, H, S, k4.shape[3], q.dtype)
+        dv = _output_layout(B, H, S, v4.shape[3], q.dtype)
+    else:
+        dq = np.empty((split,) + q4.shape, q.dtype)
+        dk = np.empty(k4.shape, q.dtype)
+        dv = np.empty(v4.shape, q.dtype)
     if not (B * H and L and S):
         dq[:], dk[:], dv[:] = 0, 0, 0
     else:
