@@ -7,7 +7,8 @@ The NumPy twin is the plain product (``a.dot(b)``). The numba twin leaves the ar
 (numba's ``np.dot`` calls scipy's OpenBLAS, set to one thread) and only decides who does which part:
 each thread multiplies one block of a's rows; for ``matmul_tn`` each thread takes one block of the K rows
 that are summed over and the partial products are added at the end (a block of dW's rows would be a
-strided slice of dy, which BLAS would have to copy). Small products, other dtypes, and every case
+strided slice of dy, which BLAS would have to copy). The first thread's part goes straight into the
+output, so only the others need a buffer to be added in. Small products, other dtypes, and every case
 outside the one-pool setup take the NumPy twin.
 """
 import math
@@ -54,16 +55,21 @@ def _matmul_rows(a, b, out, n):
 
 @njit(parallel=True, cache=True)
 def _matmul_tn_split(a, b, parts, out):
-    # a (K, M), b (K, N), C-contiguous; parts (n, M, N): thread p forms a[Kp]^T b[Kp], then out = sum_p
-    K, n = a.shape[0], parts.shape[0]
+    # a (K, M), b (K, N), C-contiguous; parts (n - 1, M, N). Thread 0 writes a[K0]^T b[K0] straight
+    # into out and thread p > 0 writes a[Kp]^T b[Kp] into parts[p - 1]; then out += sum of the parts
+    # (one buffer fewer to fill and read back than n partials summed into out)
+    K, n = a.shape[0], parts.shape[0] + 1
     for p in prange(n):
         lo, hi = p * K // n, (p + 1) * K // n
-        _dot_into(a[lo:hi].T, b[lo:hi], parts[p])
+        if p == 0:
+            _dot_into(a[lo:hi].T, b[lo:hi], out)
+        else:
+            _dot_into(a[lo:hi].T, b[lo:hi], parts[p - 1])
     M = out.shape[0]
     for i in prange(M):
         for j in range(out.shape[1]):
-            s = parts[0, i, j]
-            for p in range(1, n):
+            s = out[i, j]
+            for p in range(n - 1):
                 s += parts[p, i, j]
             out[i, j] = s
 
@@ -95,7 +101,7 @@ def matmul_tn_numba(a, b):
     _check("matmul_tn", a.shape, b.shape, a.shape[0], b.shape[0])
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     n = max(1, min(a.shape[0], pool.threads()))
-    parts = np.empty((n, a.shape[1], b.shape[1]), a.dtype)
+    parts = np.empty((n - 1, a.shape[1], b.shape[1]), a.dtype)
     out = np.empty((a.shape[1], b.shape[1]), a.dtype)
     _matmul_tn_split(a, b, parts, out)
     return out
