@@ -292,6 +292,50 @@ def test_a_retained_intermediate_copies_a_fresh_gradient_that_flows_on():
     assert not np.shares_memory(h.grad, _Twice.returned[-1])
 
 
+class _Triple(tl.autograd.Function):
+    """(a, b, c) -> 2a + 3b + 4c, whose backward writes its three gradients into one (3, ...) buffer
+    and hands out views of it, as attention's does for the heads of a packed projection."""
+    fresh_grads = True
+    buffers = []
+
+    def forward(ctx, a, b, c):
+        return 2 * a + 3 * b + 4 * c
+
+    def backward(ctx, g):
+        buf = np.empty((3,) + g.shape, g.dtype)
+        _Triple.buffers.append(buf)
+        buf[0], buf[1], buf[2] = 2 * g, 3 * g, 4 * g
+        return buf[0], buf[1], buf[2]
+
+
+def test_fresh_pieces_that_already_lie_in_one_buffer_become_the_gradient_without_a_gather():
+    """Split pieces whose fresh gradients are disjoint views of one buffer, laid out where the pieces
+    lie: that buffer is the whole tensor's gradient (here the leaf's .grad itself). Any other
+    layout, or a piece gradient someone else holds, is gathered into a new buffer as before."""
+    _Triple.buffers.clear()
+    x = _leaf(np.arange(6.0).reshape(3, 2))
+    _Triple.apply(x[0], x[1], x[2]).backward(np.array([1.0, -1.0]))
+    assert np.shares_memory(x.grad, _Triple.buffers[-1])
+    np.testing.assert_array_equal(x.grad, [[2.0, -2.0], [3.0, -3.0], [4.0, -4.0]])
+    # the pieces in another order than the buffer's: gathered, still right
+    y = _leaf(np.zeros((3, 2)))
+    _Triple.apply(y[1], y[0], y[2]).backward(np.array([1.0, 1.0]))
+    assert not np.shares_memory(y.grad, _Triple.buffers[-1])
+    np.testing.assert_array_equal(y.grad, [[3.0, 3.0], [2.0, 2.0], [4.0, 4.0]])
+    # the upstream gradient a user passes in is never kept, even when it is one buffer's pieces
+    z = _leaf(np.zeros((1, 4)))
+    user = np.ones((1, 4))
+    z[0].backward(user[0])
+    assert not np.shares_memory(z.grad, user)
+    z.grad += 1
+    np.testing.assert_array_equal(user, np.ones((1, 4)))
+    # a piece that also got a second gradient is summed into its slot, still in place
+    w = _leaf(np.zeros((3, 2)))
+    w0 = w[0]
+    (_Triple.apply(w0, w[1], w[2]) + w0 * 10).backward(np.ones(2))
+    np.testing.assert_array_equal(w.grad, [[12.0, 12.0], [3.0, 3.0], [4.0, 4.0]])
+
+
 def test_grad_of_a_0d_leaf_is_a_0d_array():
     w, x = _leaf(2.0), _leaf([1.0, 2.0])
     (w * x).sum().backward()

@@ -363,12 +363,14 @@ def _packed(rng, B, L, H, D, dtype):
 @pytest.mark.parametrize("L", [2, 63, 65, 130])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dout_layout", ["as the projection sends it", "contiguous"])
-@pytest.mark.parametrize("threads", [None, 3])
+@pytest.mark.parametrize("threads", [None, 4])
 def test_views_of_a_packed_qkv_are_read_in_place(monkeypatch, dtype, L, causal, dout_layout, threads):
     """No copies of q, k, v, an output whose transpose(1, 2) is contiguous (so the (B, L, C) the output
-    projection reads is a view, as with torch's CPU flash attention), gradients laid out alike, and
+    projection reads is a view, as with torch's CPU flash attention), dq, dk, dv written into one
+    buffer laid out as the projection (so the engine can hand it on as the projection's gradient), and
     the reference's results;
-    also with work items split (3 threads) and either layout of the upstream gradient."""
+    also with work items split (4 threads: B*H = 6 splits in 2 for L > 64) and either layout of the
+    upstream gradient."""
     if threads:
         monkeypatch.setattr(FA, "_threads", lambda: threads)
     rng = np.random.default_rng(L)
@@ -380,8 +382,16 @@ def test_views_of_a_packed_qkv_are_read_in_place(monkeypatch, dtype, L, causal, 
         dout = np.ascontiguousarray(dout)
     ours, ref = _both(q, k, v, dout, 0.25, causal)
     _assert_close(ours, ref, q, k, v, dout, 0.25, TOL[np.dtype(dtype)])
-    # the output and dq, dk, dv are laid out as (B, L, H, D), like the projection they came from
-    assert all(x.transpose(0, 2, 1, 3).flags.c_contiguous for x in (ours[0],) + tuple(ours[2:]))
+    # the output is laid out as (B, L, H, D); dq, dk, dv lie in one new (B, L, 3, H, D) buffer where
+    # q, k, v lie in the projection
+    assert ours[0].transpose(0, 2, 1, 3).flags.c_contiguous
+    grads = ours[2:]
+    buf = grads[0].base
+    assert buf is not q.base and buf.shape == q.base.shape and buf.flags.c_contiguous
+    packed = buf.reshape(B, L, 3, H, D).transpose(2, 0, 3, 1, 4)
+    for i, g in enumerate(grads):
+        assert g.base is buf and g.strides == q.strides and np.shares_memory(g, packed[i])
+        np.testing.assert_array_equal(g, packed[i])
 
 
 def test_views_the_kernels_cannot_read_in_place_are_copied_and_still_right():

@@ -8,6 +8,8 @@ them (as in PyTorch, where ``grad_fn`` links to ``grad_fn``). ``backward()`` sor
 explicit stack (never recursion, so a 20,000-op chain is fine), walks it in reverse, and leaves the
 gradients of leaves in ``.grad`` as plain arrays. The ops themselves live in ``ops.py``.
 """
+import math
+
 import numpy as np
 
 from .. import backend
@@ -97,7 +99,8 @@ class Function:
     ``fresh_grads = True`` promises that every gradient ``backward`` returns is a new array that
     nothing else holds (not ``grad`` itself, not a view of it, not one array for two inputs). The
     engine may then keep it as it is, adding into it and handing it to a leaf as ``.grad`` without
-    copying it first.
+    copying it first. Disjoint views of one new buffer that nothing else holds count as new arrays
+    (attention's dq, dk, dv laid out as its q, k, v lie in their projection: see SliceGrad.dense).
 
     ``ctx.last_backward`` is True while the engine runs the backward that frees the graph
     (``retain_graph=False``): what the forward saved dies afterwards, so backward may write its
@@ -316,6 +319,8 @@ class Tensor:
             for parent, pg in zip(node.parents, input_grads):
                 if pg is None or parent is None:
                     continue
+                if isinstance(pg, SliceGrad):  # indexing's: its one piece is g itself, ours or not
+                    pg.fresh = fresh and len(pg.pieces) == 1 and pg.pieces[0][1] is g
                 key = id(parent)
                 previous = grads.get(key)
                 if previous is None:
@@ -365,15 +370,18 @@ class SliceGrad:
     engine adding those. Pieces that tile the tensor along its first dim (``x[0]``, ``x[1]``, ...
     once each) need no zero-fill. ``strides``: the indexed array's, so the buffer is laid out in its
     memory order (then the backward of a permuted view of a projection is a view again, not a copy).
+    ``fresh``: only the engine holds the pieces (the engine sets it; see Function.fresh_grads).
     """
 
-    __slots__ = ("shape", "strides", "pieces")
+    __slots__ = ("shape", "strides", "pieces", "fresh")
 
     def __init__(self, shape, index, value, strides=None):
         self.shape, self.strides, self.pieces = shape, strides, [(index, value)]
+        self.fresh = False
 
     def add(self, other):
         self.pieces += other.pieces
+        self.fresh = self.fresh and other.fresh
         return self
 
     def dense(self):
@@ -381,6 +389,9 @@ class SliceGrad:
         xp = backend.get_array_module(pieces[0][1])
         dtype = pieces[0][1].dtype if len(pieces) == 1 else np.result_type(*[v.dtype for _, v in pieces])
         if self._tiles_first_dim():
+            grad = self._shared_buffer(dtype) if self.fresh and xp is np else None
+            if grad is not None:  # the pieces already lie where the buffer would hold them
+                return grad
             grad = _empty_in_order(xp, self.shape, dtype, self.strides)
             for index, value in pieces:
                 grad[index] = value
@@ -391,6 +402,23 @@ class SliceGrad:
                 grad[index] = value
             else:
                 grad[index] += value
+        return grad
+
+    def _shared_buffer(self, dtype):
+        """The buffer ``dense`` would fill, when the pieces already are its parts: views of one array
+        of this gradient's size that lie exactly where ``grad[index]`` of that array, laid out in
+        ``strides``' order, does (attention's dq, dk, dv, written into one buffer laid out like the
+        qkv projection they came from). Only for fresh pieces: nobody else may hold that array."""
+        base = self.pieces[0][1].base
+        if (base is None or base.dtype != dtype or not base.flags.c_contiguous
+                or base.size != math.prod(self.shape)):
+            return None
+        grad = _in_order(base, self.shape, self.strides)
+        for index, value in self.pieces:
+            part = grad[index]
+            if (value.base is not base or part.shape != value.shape or part.strides != value.strides
+                    or part.ctypes.data != value.ctypes.data):
+                return None
         return grad
 
     def _tiles_first_dim(self):
@@ -410,13 +438,19 @@ class SliceGrad:
 def _empty_in_order(xp, shape, dtype, strides):
     """An uninitialised array of ``shape`` whose memory runs in the order of ``strides`` (largest
     first), or C order without them."""
+    return _in_order(xp.empty(math.prod(shape), dtype=dtype), shape, strides)
+
+
+def _in_order(flat, shape, strides):
+    """The contiguous array ``flat`` (of prod(shape) elements) seen as ``shape``, its memory running
+    in the order of ``strides`` (largest first), or C order without them."""
     if strides is None or len(shape) < 2:
-        return xp.empty(shape, dtype=dtype)
+        return flat.reshape(shape)
     order = sorted(range(len(shape)), key=lambda d: -strides[d])
     inverse = [0] * len(order)
     for i, d in enumerate(order):
         inverse[d] = i
-    return xp.empty(tuple(shape[d] for d in order), dtype=dtype).transpose(inverse)
+    return flat.reshape(tuple(shape[d] for d in order)).transpose(inverse)
 
 
 def _sum_grads(a, b, key, owned, b_fresh=False):
