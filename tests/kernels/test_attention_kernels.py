@@ -91,10 +91,10 @@ def test_numba_matches_numpy_twin(B, H, L, S, D, Dv, causal, dtype, scale, large
 @pytest.mark.parametrize("L,S", [(1, 1), (63, 63), (64, 64), (65, 65), (129, 129), (1, 130), (130, 1),
                                  (70, 200), (200, 70), (257, 257)])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("tiles", [(64, 64), (128, 128), (64, 128)])
+@pytest.mark.parametrize("tiles", [(64, 64), (128, 128), (32, 64), (32, 32), (64, 128)])
 def test_edges(monkeypatch, dtype, L, S, causal, tiles):
-    """Every tile size the kernels run with (64 or 128: see flash_attention._tiles), and a mixed one."""
-    monkeypatch.setattr(FA, "_tiles", lambda L, S: tiles)
+    """Every tile size the kernels run with (see flash_attention._tiles), and a mixed one."""
+    monkeypatch.setattr(FA, "_tiles", lambda *shape, **how: tiles)
     rng = np.random.default_rng(L * 1000 + S)
     q, k, v, dout = _inputs(rng, 1, 3, L, S, 16, 24, dtype)  # B*H = 3: odd, so work items split
     ours, ref = _both(q, k, v, dout, 0.25, causal)
@@ -109,10 +109,15 @@ def test_edges(monkeypatch, dtype, L, S, causal, tiles):
     ("haswell", False, 1024, (64, 64)),  # outside the one-pool setup
 ])
 def test_tile_choice(monkeypatch, core, active, L, expected):
-    """128-wide tiles only for long sequences in the one-pool setup on a BLAS without AVX-512 kernels."""
+    """128-wide tiles only for long sequences in the one-pool setup on a BLAS without AVX-512 kernels;
+    32-row tiles for causal attention over at most 128 positions."""
     monkeypatch.setattr(FA.pool, "active", lambda: active)
     monkeypatch.setattr(FA.pool, "blas_core", lambda: core if active else None)
-    assert FA._tiles(L, L) == expected
+    assert FA._tiles(L, L) == FA._tiles(L, L, causal=True, backward=True) == expected
+    for L, S in ((64, 64), (1, 128), (128, 100)):
+        assert FA._tiles(L, S, causal=True) == (32, 64)
+        assert FA._tiles(L, S, causal=True, backward=True) == (32, 32)
+        assert FA._tiles(L, S) == (64, 64)
 
 
 def test_blas_core_is_reported():
