@@ -456,6 +456,11 @@ def _output_layout(B, H, L, Dv, dtype):
     return np.empty((B, L, H, Dv), dtype).transpose(0, 2, 1, 3)
 
 
+def _split_dq_layout(split, B, H, L, D, dtype):
+    """split uninitialised dQ copies (split, B, H, L, D), each laid out as (B, L, H, D) like the output."""
+    return np.empty((split, B, L, H, D), dtype).transpose(0, 1, 3, 2, 4)
+
+
 def _strided_like_output(x, dtype):
     """x (B, H, L, Dv) as the kernels read it in the in-place layout: itself, or a copy in that layout
     (never C-contiguous, so the kernels see the one array layout they were compiled for)."""
@@ -548,9 +553,9 @@ def flash_attention_backward(q, k, v, out, lse, dout, scale, causal=False):
     packed = _grads_packed_like(q, k, v) if in_place else None
     if packed is not None:
         dq_out, dk, dv = packed
-        dq = dq_out[None] if split == 1 else np.empty((split, B, L, H, q4.shape[3]), q.dtype).transpose(0, 1, 3, 2, 4)
+        dq = dq_out[None] if split == 1 else _split_dq_layout(split, B, H, L, q4.shape[3], q.dtype)
     elif in_place:
-        dq = np.empty((split, B, L, H, q4.shape[3]), q.dtype).transpose(0, 1, 3, 2, 4)
+        dq = _split_dq_layout(split, B, H, L, q4.shape[3], q.dtype)
         dk = _output_layout(B, H, S, k4.shape[3], q.dtype)
         dv = _output_layout(B, H, S, v4.shape[3], q.dtype)
     else:
