@@ -12,7 +12,9 @@ Where the time goes, and why the code looks as it does:
   backward 2-5% faster). Unlike numba's ``np.dot``, both take rows that lie apart, so q, k, v, the
   output and its gradient are read where they lie when they are the heads of a packed qkv projection
   (``_in_place``): a recipe training step saved its 3 copies of q, k, v, the output's copy into
-  (B, T, C) and the gradient's copy back, 31.3 -> 30.3 ms (in-process A/B). A 64x64x64 sgemm runs
+  (B, T, C) and the gradient's copy back, 31.3 -> 30.3 ms (in-process A/B). Their gradients are
+  written into one buffer laid out as that projection (``_grads_packed_like``), which the engine
+  hands on as the projection's gradient without gathering the three. A 64x64x64 sgemm runs
   at ~100 GFLOP/s on one Zen 4 core there, against ~45 GFLOP/s for the best hand-written numba loop
   nest we tried (numba cannot register-block). For sequences of 256 and more, tiles are 128 x 128 in
   the one-pool setup (``pool.py``: scipy's BLAS on one thread), where they beat 64 x 64 at T=1024 on
@@ -21,7 +23,9 @@ Where the time goes, and why the code looks as it does:
   Xeon, 64 x 64 tiles took (4,8,1024,64) from 115 to 86 ms and (4,8,256,64) from 9.1 to 6.2 ms
   (fwd+bwd, in-process; 32, 48, 96 and 192 were no better than 64), so they keep 64. Otherwise
   64 x 64, the largest square tile OpenBLAS still runs on the calling thread (M*N*K <= 65536*4):
-  larger ones would make it start its own threads inside ours (measured 4x slower). The layouts below
+  larger ones would make it start its own threads inside ours (measured 4x slower). Causal attention
+  over at most 128 positions takes 32-row tiles instead (``_tiles``), so fewer products are spent on
+  the masked half of the tiles the diagonal cuts (a quarter fewer at T=64). The layouts below
   use only the NN and TN forms: on the Zen 4 this was first tuned on, those were the fast ones for
   such small tiles (a @ b.T ~1.6x slower). On a Zen 3, NN and NT run alike and TN 10-15% slower.
   These products are ~70% of the time at T=1024.
