@@ -399,6 +399,20 @@ def test_views_of_a_packed_qkv_are_read_in_place(monkeypatch, dtype, L, causal, 
         np.testing.assert_array_equal(g, packed[i])
 
 
+def test_heads_of_a_larger_array_get_gradients_of_their_own_size():
+    """q, k, v read in place from an array that holds more than them (a fourth slot): their gradients
+    are not packed into a buffer of that array's size, and are still right."""
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal((2, 40, 4, 3, 8)).transpose(2, 0, 3, 1, 4)  # (4, B, H, L, D), 3 used
+    q, k, v = wide[0], wide[1], wide[2]
+    assert all(a is b for a, b in zip(A.kernel_inputs(q, k, v), (q, k, v)))
+    dout = rng.standard_normal((2, 3, 40, 8))
+    ours, ref = _both(q, k, v, dout, 0.3, True)
+    _assert_close(ours, ref, q, k, v, dout, 0.3, 1e-10)
+    for g in ours[2:]:
+        assert (g.base if g.base is not None else g).size == g.size
+
+
 def test_views_the_kernels_cannot_read_in_place_are_copied_and_still_right():
     """A head dim that is not unit-stride, reversed rows, or only some of q, k, v as views: all
     copied to contiguous arrays first (kernel_inputs), with the reference's results."""

@@ -493,12 +493,13 @@ def kernel_layout(q, k, v):
 
 def _grads_packed_like(q, k, v):
     """dq, dk, dv as views of one new buffer, each lying where q, k, v lie in theirs, when q, k, v are
-    disjoint views of one C-contiguous array (the heads of a GPT's qkv projection). The engine then
-    takes that buffer as the projection's gradient as it is (``SliceGrad.dense``) instead of
+    disjoint views that fill one C-contiguous array (the heads of a GPT's qkv projection). The engine
+    then takes that buffer as the projection's gradient as it is (``SliceGrad.dense``) instead of
     gathering the three into a new one (3 strided copies, ~0.5 ms a recipe step). Else None."""
     base = q.base
     if (base is None or k.base is not base or v.base is not base or not base.flags.c_contiguous
-            or not q.dtype == k.dtype == v.dtype == base.dtype):
+            or not q.dtype == k.dtype == v.dtype == base.dtype
+            or base.size != q.size + k.size + v.size):  # nothing else in it: no oversized buffer
         return None
     try:  # exact and cheap for such views (~1 us); the bound only guards odd layouts
         if any(np.shares_memory(a, b, max_work=10 ** 4) for a, b in ((q, k), (q, v), (k, v))):
