@@ -63,14 +63,14 @@ from .reduce import dot64
 _TooHardError = getattr(np, "exceptions", np).TooHardError  # numpy < 1.25 kept it at the top
 
 BR = BC = 64  # query rows and keys per tile, outside the one-pool setup
-# causal attention over short sequences: 32 query rows a tile (and 32 keys in the backward), so the
-# tiles the diagonal cuts waste less. At T=64 that skips a quarter of the tile products (the forward
-# multiplies 32 + 64 keys instead of 64 + 64, the backward 3 tiles of 32 x 32 instead of one of 64 x 64).
-SHORT_CAUSAL = 128  # up to this many queries and keys
-BR_SHORT, BC_SHORT_FORWARD, BC_SHORT_BACKWARD = 32, 64, 32
 BR_POOL = BC_POOL = 128  # in it, on BLAS cores without AVX-512 kernels (see above)
 # OpenBLAS's AVX-512 kernel families: their small-matrix sgemm runs 64 x 64 tiles faster than 128 x 128
 AVX512_BLAS_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+# causal attention over at most SHORT_CAUSAL queries and keys: 32-row tiles (see _tiles). At T=64 the
+# forward multiplies 32 + 64 keys instead of 64 + 64, the backward 3 tiles of 32 x 32 instead of one
+# of 64 x 64: a quarter fewer tile products
+SHORT_CAUSAL = 128
+BR_SHORT, BC_SHORT_FORWARD, BC_SHORT_BACKWARD = 32, 64, 32
 
 # float32 exp: exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two so k ln 2
 # is exact), exp(r) by cephes' expf polynomial on |r| <= ln(2)/2. Typed globals keep it in float32.
