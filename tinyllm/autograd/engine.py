@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..kernels import elementwise
 
 _grad_enabled = True
 
@@ -469,10 +470,9 @@ def _sum_grads(a, b, key, owned, b_fresh=False):
             return a
         b, b_fresh = b.dense(), True
     if key in owned and _holds_sum(a, b.shape, b.dtype):
-        a += b
-        return a
+        return elementwise.add_inplace(a, b)  # a += b (on both cores when large)
     if b_fresh and _holds_sum(b, a.shape, a.dtype):
-        b += a
+        elementwise.add_inplace(b, a)
         owned.add(key)
         return b
     owned.add(key)

@@ -336,8 +336,7 @@ class GELU(Function):
     def backward(ctx, g):
         dydx = ctx.dydx
         if ctx.last_backward and g.dtype == dydx.dtype and g.shape == dydx.shape:
-            dydx *= g  # dy/dx dies with ctx: reuse its buffer (NumPy or CuPy)
-            return dydx
+            return kernels.elementwise.mul_inplace(dydx, g)  # dy/dx dies with ctx: reuse its buffer
         return g * dydx
 
 
