@@ -62,9 +62,10 @@ def _run_parallel(op, a, b, out, n_parts):
 
 
 def _use_numba(a, b):
-    return (backend.kernels() == "numba" and type(a) is np.ndarray and type(b) is np.ndarray
-            and a.shape == b.shape and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
-            and a.flags.c_contiguous and b.flags.c_contiguous
+    # the size first: a decode step's small adds leave after one comparison
+    return (type(a) is np.ndarray and a.size >= PARALLEL_MIN_SIZE and type(b) is np.ndarray
+            and backend.kernels() == "numba" and a.shape == b.shape and a.dtype == b.dtype
+            and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous and b.flags.c_contiguous
             and pool.parallel(a.size, PARALLEL_MIN_SIZE, np.inf) and not np.may_share_memory(a, b))
 
 
