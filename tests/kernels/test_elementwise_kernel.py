@@ -116,3 +116,15 @@ def test_numpy_kernels_setting_selects_the_twin(forced, monkeypatch):
     a, b = _operands(np.random.default_rng(3), (64, 64), np.float32)
     assert not E._use_numba(a, b)
     np.testing.assert_array_equal(E.add(a, b), a + b)
+
+
+def test_engine_sums_through_the_kernels_give_numpys_result(forced):
+    """A leaf reached twice in one backward (the engine's gradient sum) and by two backwards (its
+    .grad accumulating): both sums go through the kernels and match the operator's."""
+    rng = np.random.default_rng(4)
+    x = tl.Tensor(rng.standard_normal((64, 600)).astype(np.float32), requires_grad=True)
+    g1, g2 = (rng.standard_normal((64, 600)).astype(np.float32) for _ in range(2))
+    (x * tl.Tensor(g1) + x * tl.Tensor(g2)).backward(np.ones((64, 600), np.float32))
+    np.testing.assert_array_equal(x.grad, g1 + g2)
+    (x * tl.Tensor(g1)).backward(np.ones((64, 600), np.float32))
+    np.testing.assert_array_equal(x.grad, (g1 + g2) + g1)

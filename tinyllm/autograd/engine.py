@@ -494,7 +494,7 @@ def _accumulate_leaf_grad(node, g, fresh=False):
         keep = fresh and g.ndim > 0 and g.flags.c_contiguous and getattr(g.flags, "writeable", True)
         node.grad = g if keep else backend.get_array_module(g).array(g, copy=True)
     else:
-        node.grad += g
+        node.grad = elementwise.add_inplace(node.grad, g)  # node.grad += g (on both cores when large)
 
 
 def _free(ctx):
