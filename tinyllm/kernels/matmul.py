@@ -65,13 +65,15 @@ def _matmul_tn_split(a, b, parts, out):
             _dot_into(a[lo:hi].T, b[lo:hi], out)
         else:
             _dot_into(a[lo:hi].T, b[lo:hi], parts[p - 1])
-    M = out.shape[0]
-    for i in prange(M):
-        for j in range(out.shape[1]):
-            s = out[i, j]
-            for p in range(n - 1):
-                s += parts[p, i, j]
-            out[i, j] = s
+    # row by row, one part at a time: the inner loop is one contiguous run, which LLVM vectorises (a
+    # loop over the parts innermost, summing each element in a scalar, was not: 29 -> 4 us for a
+    # (384, 128) dW on its own). The same additions in the same order either way
+    for i in prange(out.shape[0]):
+        row = out[i]
+        for p in range(n - 1):
+            part = parts[p, i]
+            for j in range(row.shape[0]):
+                row[j] += part[j]
 
 
 def _use_numba(a, b, rows):
