@@ -3,6 +3,7 @@
     python benchmarks/profile_step.py                 # phase medians (forward, backward, clip, AdamW)
     python benchmarks/profile_step.py --cprofile 30   # plus cProfile's top functions over 30 steps
     python benchmarks/profile_step.py --ops           # time per op (forward and backward) and matmul
+    python benchmarks/profile_step.py --floor         # the step's kernels replayed without the Python
     TINYLLM_KERNELS=numpy python benchmarks/profile_step.py   # the NumPy reference kernels
 
 The model, batch and optimizer are the ones ``python -m tinyllm train`` builds on its defaults
@@ -83,12 +84,36 @@ def _op_timers():
     return total, calls
 
 
+def _floor(step, rounds):
+    """Whole steps and replays of one step's kernel calls, alternating; medians per kernel."""
+    try:
+        from benchmarks import kernel_replay
+    except ImportError:  # run as a script from benchmarks/
+        import kernel_replay
+    replay = kernel_replay.Replay(kernel_replay.record(step))
+    steps, per = [], collections.defaultdict(list)
+    for _ in range(rounds):
+        t = time.perf_counter()
+        step()
+        steps.append(time.perf_counter() - t)
+        for name, sec in replay.timed_by_kernel().items():
+            per[name].append(sec)
+    totals = [sum(r) for r in zip(*per.values())]
+    print(f"floor: {len(replay)} kernel calls replayed back to back, median over {rounds} rounds (ms):")
+    print(f"  whole step {np.median(steps) * 1e3:7.2f}   kernels alone {np.median(totals) * 1e3:7.2f}")
+    for name, secs in sorted(per.items(), key=lambda kv: -np.median(kv[1])):
+        print(f"  {name:32s} {np.median(secs) * 1e3:7.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--cprofile", type=int, default=0, metavar="N", help="profile N more steps")
     ap.add_argument("--ops", action="store_true", help="time each op's forward and backward")
+    ap.add_argument("--floor", action="store_true",
+                    help="replay one step's kernel calls back to back (benchmarks/kernel_replay.py), "
+                         "alternating with whole steps, and time each kernel")
     args = ap.parse_args(argv)
     step = make_step()
     if args.ops:
@@ -109,6 +134,8 @@ def main(argv=None):
         print(f"time per step by op, mean over the {args.steps} steps (ms):")
         for name, sec in sorted(total.items(), key=lambda kv: -kv[1]):
             print(f"  {name:42s} {sec / args.steps * 1e3:7.2f}   ({calls[name] // args.steps} calls)")
+    if args.floor:
+        _floor(step, args.steps)
     if args.cprofile:
         prof = cProfile.Profile()
         prof.enable()

@@ -119,6 +119,9 @@ def alternate(sides, reps, warmup=2, every=None, ctx=None, block=None, settle=No
             if settles[name]:
                 step()
             for _ in range(min(block, reps - i * block)):
+                if hasattr(step, "timed"):  # a side that times its own work (kernel_replay.Replay)
+                    times[name].append(step.timed())
+                    continue
                 t = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - t)
@@ -467,6 +470,7 @@ def section_train_step(ctx, quick):
                    anchor_torch_ms=ANCHOR_TORCH_STEP_MS, target_bar=TARGET_BAR, target_goal=TARGET_GOAL)
     if "numba_ms" in row:
         row["numba_vs_anchor_torch"] = round(row["numba_ms"] / ANCHOR_TORCH_STEP_MS, 3)
+    rows = [row] + _step_floor_rows(sides, reps, ctx)
     notes = ["One whole training step of nanoGPT's CPU recipe (4 layers, 4 heads, width 128, block 64, batch 12, "
              "vocab 84, no biases, tied lm_head): forward, loss, backward, clip_grad_norm_ 1.0, AdamW (lr 1e-3, "
              "betas (0.9, 0.99), weight decay 0.1 on matrices), zero_grad. torch runs nanoGPT's model (SDPA causal, "
@@ -491,7 +495,29 @@ def section_train_step(ctx, quick):
         if not 0.8 <= best / r <= 1.25:  # a verdict on noise is no verdict
             notes.append(f"Caution: the medians ({r:.2f}x) and the best runs ({best:.2f}x) disagree by more than 25%: "
                          "the machine was busy. Rerun on an idle machine before quoting this.")
-    return [row], notes
+    if len(rows) > 1:
+        notes.append("The floor rows replay one recorded step's kernel calls back to back on the same arrays "
+                     "(benchmarks/kernel_replay.py) and time only the calls, beside torch's whole step: what the "
+                     "step would take if the engine, the modules, the optimizer's loop and the NumPy glue between "
+                     "kernels cost nothing (the kernels' own dispatch and allocations stay in), and what its "
+                     "matmuls alone take.")
+    return rows, notes
+
+
+def _step_floor_rows(sides, reps, ctx):
+    """The step's floor beside torch: its kernels replayed without the Python between them, and its
+    matmuls alone (rows with the replay in the numba column)."""
+    from benchmarks import kernel_replay
+    if "torch" not in sides:
+        return []
+    calls = kernel_replay.record(sides["numba"])
+    rows = []
+    for name, only in (("floor: the step's kernels alone, replayed", None),
+                       ("floor: the step's matmuls alone, replayed", ("matmul",))):
+        replay = kernel_replay.Replay(calls, only=only, kernels="numba")
+        times = alternate({"numba": replay, "torch": sides["torch"]}, reps, warmup=2, ctx=ctx)
+        rows.append(make_row("train_step", name, times, kernel_calls=len(replay)))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,3 +106,63 @@ def test_profile_step_ops_names_the_ops_and_the_matmuls():
     for name in ("step", "Linear.forward", "Linear.backward", "ScaledDotProductAttention.backward",
                  "LayerNorm.forward", "GELU.forward", "CrossEntropy.backward", "(17 calls)"):
         assert name in out, f"{name!r} missing from:\n{out}"
+
+
+def _tiny_recipe_step():
+    from tinyllm.train import TrainConfig
+    cfg = TrainConfig(**R.TINY)
+    model, step, x, y = R.tinyllm_recipe(cfg)
+    return cfg, model, R._tl_side("numba", step)
+
+
+def test_kernel_replay_records_each_kernel_call_once_and_replays_them():
+    """benchmarks/kernel_replay.py: one step's kernel calls, in order, replayed on the same arrays."""
+    import collections
+    import numpy as np
+    from benchmarks import kernel_replay as KR
+    from tinyllm.kernels import elementwise, matmul
+    cfg, model, step = _tiny_recipe_step()
+    step()
+    originals = (matmul.matmul, elementwise.mul_inplace)
+    calls = KR.record(step)
+    assert (matmul.matmul, elementwise.mul_inplace) == originals  # the entry points are put back
+    n = collections.Counter(f"{c[0]}.{c[1]}" for c in calls)
+    linears = 4 * cfg.n_layer + 1  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block, and lm_head
+    assert n["matmul.matmul"] == 2 * linears and n["matmul.matmul_tn"] == linears  # forward, dx; dW
+    assert n["layernorm.forward"] == n["layernorm.backward"] == 2 * cfg.n_layer + 1
+    assert n["attention.attention_forward"] == n["attention.attention_backward"] == cfg.n_layer
+    assert n["adam.adam_step"] == n["norms.sum_of_squares"] == len(list(model.parameters()))
+    assert n["cross_entropy.forward"] == n["cross_entropy.backward"] == 1
+    # GELU's in-place backward multiply is replayed from the buffer as it was recorded, every time
+    mul = next(c for c in calls if c[1] == "mul_inplace")
+    target, g, before = mul[3][0], mul[3][1], mul[5]
+    replay = KR.Replay(calls)
+    for _ in range(3):
+        assert replay.timed() > 0
+        np.testing.assert_array_equal(target, before * g)
+    mm = KR.Replay(calls, only=("matmul",))
+    assert len(mm) == 3 * linears and set(mm.timed_by_kernel()) == {"matmul.matmul", "matmul.matmul_tn"}
+
+
+def test_step_floor_rows(monkeypatch):
+    """The training-step section's floor rows: the replay in the numba column, beside torch's step."""
+    monkeypatch.setattr(R, "COOLDOWN_S", 0.0)
+    cfg, model, step = _tiny_recipe_step()
+    step()
+    rows = R._step_floor_rows({"numba": step, "torch": lambda: None}, reps=2, ctx=None)
+    assert [r["name"] for r in rows] == ["floor: the step's kernels alone, replayed",
+                                         "floor: the step's matmuls alone, replayed"]
+    assert rows[0]["kernel_calls"] > rows[1]["kernel_calls"] == 3 * (4 * cfg.n_layer + 1)
+    assert all(r["numba_ms"] > 0 and r["numba_reps"] == 2 and "numba_vs_torch" in r for r in rows)
+    assert R._step_floor_rows({"numba": step}, reps=2, ctx=None) == []  # no torch, no floor rows
+
+
+def test_profile_step_floor_times_each_kernel():
+    import subprocess
+    script = os.path.join(ROOT, "benchmarks", "profile_step.py")
+    res = subprocess.run([sys.executable, script, "--steps", "2", "--warmup", "1", "--floor"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("kernels alone", "165 kernel calls", "matmul.matmul_tn", "attention.attention_backward",
+                 "adam.adam_step"):
+        assert name in res.stdout, f"{name!r} missing from:\n{res.stdout}"
