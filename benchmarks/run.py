@@ -464,13 +464,15 @@ def section_train_step(ctx, quick):
     # step 2's comes after one clip + AdamW update, step 3's after two
     for name, step in sides.items():
         losses[name] = [step() for _ in range(warmup)]
-    times = alternate(sides, reps, warmup=0, every={"numpy": every_numpy}, ctx=ctx)
-    row = make_row("train_step", "nanoGPT CPU recipe step", times,
+    floors = _step_floors(sides)  # timed in the same turns, so they share torch's times
+    times = alternate({**sides, **floors}, reps, warmup=0, every={"numpy": every_numpy}, ctx=ctx)
+    row = make_row("train_step", "nanoGPT CPU recipe step", {k: times[k] for k in sides},
                    losses_first_steps={k: [round(v, 7) for v in ls] for k, ls in losses.items()},
                    anchor_torch_ms=ANCHOR_TORCH_STEP_MS, target_bar=TARGET_BAR, target_goal=TARGET_GOAL)
     if "numba_ms" in row:
         row["numba_vs_anchor_torch"] = round(row["numba_ms"] / ANCHOR_TORCH_STEP_MS, 3)
-    rows = [row] + _step_floor_rows(sides, reps, ctx)
+    rows = [row] + [make_row("train_step", name, {"numba": times[name], "torch": times["torch"]},
+                             kernel_calls=len(replay)) for name, replay in floors.items()]
     notes = ["One whole training step of nanoGPT's CPU recipe (4 layers, 4 heads, width 128, block 64, batch 12, "
              "vocab 84, no biases, tied lm_head): forward, loss, backward, clip_grad_norm_ 1.0, AdamW (lr 1e-3, "
              "betas (0.9, 0.99), weight decay 0.1 on matrices), zero_grad. torch runs nanoGPT's model (SDPA causal, "
@@ -497,27 +499,24 @@ def section_train_step(ctx, quick):
                          "the machine was busy. Rerun on an idle machine before quoting this.")
     if len(rows) > 1:
         notes.append("The floor rows replay one recorded step's kernel calls back to back on the same arrays "
-                     "(benchmarks/kernel_replay.py) and time only the calls, beside torch's whole step: what the "
+                     "(benchmarks/kernel_replay.py) and time only the calls, in the same turns as the step and "
+                     "torch (their torch column is the step's): what the "
                      "step would take if the engine, the modules, the optimizer's loop and the NumPy glue between "
                      "kernels cost nothing (the kernels' own dispatch and allocations stay in), and what its "
                      "matmuls alone take.")
     return rows, notes
 
 
-def _step_floor_rows(sides, reps, ctx):
-    """The step's floor beside torch: its kernels replayed without the Python between them, and its
-    matmuls alone (rows with the replay in the numba column)."""
+def _step_floors(sides):
+    """The step's floor (benchmarks/kernel_replay.py): its kernels replayed without the Python between
+    them, and its matmuls alone; side name -> Replay, timed beside torch (none without torch)."""
     from benchmarks import kernel_replay
     if "torch" not in sides:
-        return []
+        return {}
     calls = kernel_replay.record(sides["numba"])
-    rows = []
-    for name, only in (("floor: the step's kernels alone, replayed", None),
-                       ("floor: the step's matmuls alone, replayed", ("matmul",))):
-        replay = kernel_replay.Replay(calls, only=only, kernels="numba")
-        times = alternate({"numba": replay, "torch": sides["torch"]}, reps, warmup=2, ctx=ctx)
-        rows.append(make_row("train_step", name, times, kernel_calls=len(replay)))
-    return rows
+    return {"floor: the step's kernels alone, replayed": kernel_replay.Replay(calls, kernels="numba"),
+            "floor: the step's matmuls alone, replayed": kernel_replay.Replay(calls, only=("matmul",),
+                                                                              kernels="numba")}
 
 
 # ---------------------------------------------------------------------------------------------

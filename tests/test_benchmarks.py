@@ -144,17 +144,17 @@ def test_kernel_replay_records_each_kernel_call_once_and_replays_them():
     assert len(mm) == 3 * linears and set(mm.timed_by_kernel()) == {"matmul.matmul", "matmul.matmul_tn"}
 
 
-def test_step_floor_rows(monkeypatch):
-    """The training-step section's floor rows: the replay in the numba column, beside torch's step."""
-    monkeypatch.setattr(R, "COOLDOWN_S", 0.0)
+def test_step_floors():
+    """The training-step section's floor sides: the replay of all kernels and of the matmuls alone."""
     cfg, model, step = _tiny_recipe_step()
     step()
-    rows = R._step_floor_rows({"numba": step, "torch": lambda: None}, reps=2, ctx=None)
-    assert [r["name"] for r in rows] == ["floor: the step's kernels alone, replayed",
-                                         "floor: the step's matmuls alone, replayed"]
-    assert rows[0]["kernel_calls"] > rows[1]["kernel_calls"] == 3 * (4 * cfg.n_layer + 1)
-    assert all(r["numba_ms"] > 0 and r["numba_reps"] == 2 and "numba_vs_torch" in r for r in rows)
-    assert R._step_floor_rows({"numba": step}, reps=2, ctx=None) == []  # no torch, no floor rows
+    floors = R._step_floors({"numba": step, "torch": lambda: None})
+    assert list(floors) == ["floor: the step's kernels alone, replayed", "floor: the step's matmuls alone, replayed"]
+    everything, matmuls = floors.values()
+    assert len(everything) > len(matmuls) == 3 * (4 * cfg.n_layer + 1)
+    times = R.alternate({"torch": lambda: None, **floors}, reps=2, warmup=1, settle=False, cooldown=0)
+    assert all(len(t) == 2 and min(t) > 0 for t in times.values())  # the replays time themselves
+    assert R._step_floors({"numba": step}) == {}  # no torch, no floor rows
 
 
 def test_profile_step_floor_times_each_kernel():
