@@ -42,18 +42,18 @@ RESTORED = {("elementwise", "mul_inplace"): 0}  # (module, function) -> the argu
 
 def record(step):
     """Run ``step()`` once with the kernel entry points wrapped; returns a list of
-    (module, name, fn, args, kwargs, before): ``before`` is a copy of the argument an in-place kernel
-    in ``RESTORED`` updates, as it was before the call (else None). Calls a kernel makes into another
-    entry point are not recorded twice (only the outermost counts)."""
+    (module, name, fn, args, kwargs, restore): ``restore`` is (the argument an in-place kernel in
+    ``RESTORED`` updates, a copy of it as it was before the call), else None. Calls a kernel makes
+    into another entry point are not recorded twice (only the outermost counts)."""
     calls, depth, patched = [], [0], []
 
     def wrap(module_name, name, fn):
-        restored = RESTORED.get((module_name, name))
+        which = RESTORED.get((module_name, name))
 
         def recorded(*args, **kwargs):
             if depth[0] == 0:
-                before = None if restored is None else np.array(args[restored], copy=True)
-                calls.append((module_name, name, fn, args, kwargs, before))
+                restore = None if which is None else (args[which], np.array(args[which], copy=True))
+                calls.append((module_name, name, fn, args, kwargs, restore))
             depth[0] += 1
             try:
                 return fn(*args, **kwargs)
@@ -82,7 +82,6 @@ class Replay:
     def __init__(self, calls, only=None, kernels=None):
         self.calls = [c for c in calls if only is None or c[0] in only]
         self.kernels = kernels or backend.kernels()  # the family the entry points dispatch to
-        self.restore = {i: (c[3][RESTORED[c[0], c[1]]], c[5]) for i, c in enumerate(self.calls) if c[5] is not None}
 
     def __len__(self):
         return len(self.calls)
@@ -94,10 +93,9 @@ class Replay:
         """Like ``timed``, but the seconds per entry point ('matmul.matmul_tn', ...)."""
         per = {}
         with backend.use_kernels(self.kernels):
-            for i, (module_name, name, fn, args, kwargs, _) in enumerate(self.calls):
-                saved = self.restore.get(i)
-                if saved is not None:
-                    np.copyto(saved[0], saved[1])
+            for module_name, name, fn, args, kwargs, restore in self.calls:
+                if restore is not None:
+                    np.copyto(*restore)
                 t = time.perf_counter()
                 fn(*args, **kwargs)
                 key = f"{module_name}.{name}"

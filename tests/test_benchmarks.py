@@ -135,7 +135,8 @@ def test_kernel_replay_records_each_kernel_call_once_and_replays_them():
     assert n["cross_entropy.forward"] == n["cross_entropy.backward"] == 1
     # GELU's in-place backward multiply is replayed from the buffer as it was recorded, every time
     mul = next(c for c in calls if c[1] == "mul_inplace")
-    target, g, before = mul[3][0], mul[3][1], mul[5]
+    (target, before), g = mul[5], mul[3][1]
+    assert target is mul[3][0]
     replay = KR.Replay(calls)
     for _ in range(3):
         assert replay.timed() > 0
