@@ -1,8 +1,9 @@
 """Which array module, which default dtype, which kernels: the few global choices tinyllm makes.
 
 The array module is never a global switch: it is read off the arrays themselves (Chainer's
-``get_array_module`` idea), so NumPy and CuPy arrays can flow through the same code. This module
-imports nothing from the rest of tinyllm.
+``get_array_module`` idea), so NumPy and CuPy arrays can flow through the same code. Importing
+tinyllm changes nothing process-wide; ``tune_for_training()`` is the one explicit call that does.
+This module imports nothing from the rest of tinyllm (``tinyllm.kernels.pool`` is imported lazily).
 """
 import contextlib
 import os
@@ -84,34 +85,6 @@ class device:
         global _device
         _device = self.previous
 
-# ---------------------------------------------------------------------------------------------
-# the C allocator: keep freed activation buffers instead of handing them back to the kernel
-# ---------------------------------------------------------------------------------------------
-def tune_malloc():
-    """Make glibc keep and reuse freed memory instead of returning it to the kernel at once.
-
-    A training step allocates and frees tens of MB of activations. glibc serves each buffer over
-    128 KiB with a fresh mmap and unmaps it on free (and trims the heap top above 128 KiB), so every
-    step touches new pages: ~8,000 page faults a step on the recipe, a third of its time (measured:
-    97 -> 64 ms). Raising the mmap threshold to its maximum (32 MiB) and the trim threshold to 1 GiB
-    keeps those pages mapped for reuse; the process's peak memory is unchanged. Process-wide, so
-    ``TINYLLM_MALLOC_TUNING=0`` turns it off; a no-op away from glibc. Returns whether it applied.
-    """
-    if os.environ.get("TINYLLM_MALLOC_TUNING", "1").strip() == "0":
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 32 * 2**20) and mallopt(M_TRIM_THRESHOLD, 2**30)
-    mallopt(M_TOP_PAD, 64 * 2**20)
-    return bool(ok)
-
-
-MALLOC_TUNED = tune_malloc()
 
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
@@ -201,13 +174,13 @@ if _kernels not in _KERNEL_CHOICES:
 
 
 def kernels():
-    """The kernel family in use: 'numba' or 'numpy'."""
-    return _kernels
+    """The kernel family in use: 'numba', or 'numpy' (the reference twins; always so in plain mode)."""
+    return "numpy" if _plain else _kernels
 
 
 def set_kernels(name):
     global _kernels
-    name = name.lower()
+    name = str(name).lower()
     if name not in _KERNEL_CHOICES:
         raise ValueError(f"kernels must be one of {_KERNEL_CHOICES}, got {name!r}")
     _kernels = name
@@ -221,3 +194,89 @@ def use_kernels(name):
         yield
     finally:
         set_kernels(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# plain mode: every fast path off, so the code that runs is the code a reader reads
+# ---------------------------------------------------------------------------------------------
+_plain = os.environ.get("TINYLLM_PLAIN", "0").strip() not in ("", "0")
+
+
+def plain():
+    """True in plain mode (``TINYLLM_PLAIN=1`` or ``use_plain()``): the engine copies and sums
+    gradients without reusing buffers (``autograd/grad_buffers.py``), every kernel is its NumPy twin,
+    and Linear's matmuls are NumPy's ``@``. Results match the fast paths (bitwise where the same
+    kernels run: see tests/test_plain_mode.py)."""
+    return _plain
+
+
+def set_plain(flag=True):
+    global _plain
+    _plain = bool(flag)
+
+
+@contextlib.contextmanager
+def use_plain(flag=True):
+    previous = _plain
+    set_plain(flag)
+    try:
+        yield
+    finally:
+        set_plain(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# tuning: process-wide settings that speed up training, made only when asked
+# ---------------------------------------------------------------------------------------------
+def tune_for_training():
+    """Tune this process for training speed. Importing tinyllm never does this; the CLI, ``train()``
+    and the benchmarks call it. Two process-wide changes, each skipped when its variable says so:
+
+    - ``malloc``: glibc keeps freed memory for reuse instead of unmapping it (mmap threshold 32 MiB,
+      trim threshold 1 GiB, top pad 64 MiB), so a step's activations reuse mapped pages instead of
+      faulting in fresh ones. ``TINYLLM_MALLOC_TUNING=0`` skips it; a no-op away from glibc.
+    - ``one_pool``: the BLAS that numba's ``np.dot`` calls (scipy's OpenBLAS) is set to one thread,
+      so Linear's matmuls run inside numba's thread pool beside the other kernels instead of two
+      pools fighting for the cores (``tinyllm/kernels/pool.py``). numpy's own BLAS is untouched.
+      ``TINYLLM_ONE_POOL=0`` skips it.
+
+    Returns ``{'malloc': bool, 'one_pool': bool}``: what applied. ``restore_defaults()`` undoes both.
+    """
+    from .kernels import pool
+    return {"malloc": _set_malloc(tuned=True), "one_pool": pool.enable()}
+
+
+def restore_defaults():
+    """Undo ``tune_for_training()``: glibc's default allocator thresholds, and scipy's BLAS back
+    to the thread count it had before. Returns what was undone, in the same form."""
+    from .kernels import pool
+    return {"malloc": _set_malloc(tuned=False), "one_pool": pool.disable()}
+
+
+_malloc_tuned = False
+
+
+def _set_malloc(tuned):
+    global _malloc_tuned
+    if tuned and os.environ.get("TINYLLM_MALLOC_TUNING", "1").strip() == "0":
+        return False
+    if tuned == _malloc_tuned:
+        return tuned
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    # glibc's defaults are 128 KiB for both thresholds and 128 KiB of top pad
+    mmap, trim, pad = (32 * 2**20, 2**30, 64 * 2**20) if tuned else (128 * 2**10, 128 * 2**10, 128 * 2**10)
+    ok = bool(mallopt(M_MMAP_THRESHOLD, mmap) and mallopt(M_TRIM_THRESHOLD, trim))
+    mallopt(M_TOP_PAD, pad)
+    _malloc_tuned = tuned and ok
+    return ok
+
+
+def tuning():
+    """What ``tune_for_training()`` has applied and not undone: ``{'malloc': bool, 'one_pool': bool}``."""
+    from .kernels import pool
+    return {"malloc": _malloc_tuned, "one_pool": pool.active()}

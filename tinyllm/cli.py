@@ -226,6 +226,8 @@ def main(argv=None):
         import os
         args.out = {"shakespeare": "data/shakespeare", "translation": "data/translation"}.get(args.source) or \
             os.path.join("data", os.path.splitext(os.path.basename(args.file or "text"))[0])
+    from . import backend
+    backend.tune_for_training()  # the CLI is a program, not a library: it may tune its own process
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:
