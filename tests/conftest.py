@@ -48,4 +48,4 @@ def _restore_tinyllm_globals():
     dtype, grad_enabled = tl.get_default_dtype(), tl.is_grad_enabled()
     yield
     tl.set_default_dtype(dtype)
-    tl.autograd.engine._grad_enabled = grad_enabled
+    tl.autograd.grad_mode.enabled = grad_enabled

@@ -101,7 +101,7 @@ def test_slices_split_and_dense_gradients_of_one_tensor_add_up_like_torch(dtype)
 
 
 def test_slice_gradients_that_tile_a_tensor_fill_one_buffer_in_its_memory_order():
-    from tinyllm.autograd.engine import SliceGrad
+    from tinyllm.autograd.grad_buffers import SliceGrad
     rng = np.random.default_rng(1)
     packed = rng.standard_normal((2, 5, 3, 4))  # (B, T, 3, C) like a qkv projection
     view = packed.transpose(2, 0, 1, 3)  # (3, B, T, C), the q, k, v pieces along dim 0

@@ -1,8 +1,9 @@
-"""The autograd engine: Tensor, Function, backward, no_grad, gradcheck."""
-from .engine import (Function, Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
-                     unbroadcast)
-from . import ops
-from .methods import cat, stack, where
+"""The autograd engine (``engine.py``), its ops (``ops.py``: primitives, ``fused.py``: fused ops with
+hand-derived backward passes), tensor factories and gradcheck."""
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .engine import Function, Tensor
+from . import ops, fused
+from .ops import cat, stack, unbroadcast, where
 from .factory import (arange, as_tensor, empty, full, ones, ones_like, rand, randint, randn, tensor,
                       zeros, zeros_like)
 from .gradcheck import gradcheck

@@ -1,14 +1,84 @@
-"""Primitive differentiable ops: one class each, forward and backward side by side.
+"""Primitive differentiable ops: one class each, forward and backward side by side, and under each
+class the Tensor methods and functions that call it.
 
 Every ``backward`` returns one gradient per positional input of ``forward`` (None where the input
 needs none) and calls ``unbroadcast`` to undo NumPy broadcasting. Backward passes never write into
-the incoming gradient. Fused ops (softmax, layer_norm, attention, ...) live in ``tinyllm.nn.functional``.
+the incoming gradient. Python scalars take the dtype of the tensor they meet (``x * 2`` keeps
+float32), as in torch. Fused ops (softmax, layer_norm, attention, ...) live in ``fused.py``.
 """
 import numpy as np
 
 from .. import backend
 from ..kernels import elementwise
-from .engine import Function, SliceGrad, Tensor, unbroadcast
+from .engine import Function, Tensor
+from .grad_buffers import SliceGrad
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``: undo NumPy broadcasting in the backward pass."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+def as_tensor_like(x, like):
+    """Turn a Python scalar or array into a constant Tensor that can meet ``like`` in an op."""
+    if isinstance(x, Tensor):
+        return x
+    xp = backend.get_array_module(like.data)
+    if isinstance(x, (bool, int, float)):
+        if isinstance(x, float) and not backend.is_floating(like.dtype):
+            return Tensor._wrap(xp.asarray(x, dtype=backend.get_default_dtype()))
+        return Tensor._wrap(xp.asarray(x, dtype=like.dtype))
+    return Tensor._wrap(xp.asarray(x))
+
+
+def _promote(a, b, true_division=False):
+    """torch's promotion where it differs from NumPy's: int meets float -> the float's dtype
+    (not float64), and true division of ints -> the default float dtype."""
+    fa, fb = backend.is_floating(a.dtype), backend.is_floating(b.dtype)
+    if fa and not fb:
+        b = Tensor._wrap(b.data.astype(a.dtype))
+    elif fb and not fa:
+        a = Tensor._wrap(a.data.astype(b.dtype))
+    elif true_division and not fa:
+        dtype = backend.get_default_dtype()
+        a, b = Tensor._wrap(a.data.astype(dtype)), Tensor._wrap(b.data.astype(dtype))
+    return a, b
+
+
+def _binary(op, swap=False, true_division=False):
+    """The Tensor method for a binary op: ``self op other``, or ``other op self`` with ``swap``.
+    ``true_division``: ints become the default float dtype first, as torch's ``/`` does."""
+    name = op.__name__.lower()
+
+    def method(self, other):
+        a, b = (as_tensor_like(other, self), self) if swap else (self, as_tensor_like(other, self))
+        if a.dtype != b.dtype:
+            a, b = _promote(a, b)
+        elif true_division and not backend.is_floating(a.dtype):
+            a, b = _promote(a, b, true_division=True)
+        try:
+            return op.apply(a, b)
+        except ValueError:
+            if op is not MatMul:
+                try:
+                    np.broadcast_shapes(a.shape, b.shape)
+                except ValueError:
+                    raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast") from None
+            raise
+    return method
+
+
+def _unary(op):
+    return lambda self: op.apply(self)
+
 
 # =============================================================================================
 # elementwise arithmetic
@@ -22,6 +92,7 @@ class Add(Function):
 
     def backward(ctx, g):
         return unbroadcast(g, ctx.a_shape), unbroadcast(g, ctx.b_shape)
+Tensor.__add__ = Tensor.__radd__ = Tensor.add = _binary(Add)
 
 
 class Sub(Function):
@@ -31,6 +102,8 @@ class Sub(Function):
 
     def backward(ctx, g):
         return unbroadcast(g, ctx.a_shape), unbroadcast(-g, ctx.b_shape)
+Tensor.__sub__ = Tensor.sub = _binary(Sub)
+Tensor.__rsub__ = _binary(Sub, swap=True)
 
 
 class Mul(Function):
@@ -43,6 +116,7 @@ class Mul(Function):
         da = unbroadcast(g * b, a.shape) if ctx.needs_input_grad[0] else None
         db = unbroadcast(g * a, b.shape) if ctx.needs_input_grad[1] else None
         return da, db
+Tensor.__mul__ = Tensor.__rmul__ = Tensor.mul = _binary(Mul)
 
 
 class Div(Function):
@@ -57,6 +131,8 @@ class Div(Function):
         da = unbroadcast(g_over_b, ctx.a_shape) if ctx.needs_input_grad[0] else None
         db = unbroadcast(-g_over_b * ctx.out, ctx.b.shape) if ctx.needs_input_grad[1] else None
         return da, db
+Tensor.__truediv__ = Tensor.div = _binary(Div, true_division=True)
+Tensor.__rtruediv__ = _binary(Div, swap=True, true_division=True)
 
 
 class PowScalar(Function):
@@ -70,7 +146,6 @@ class PowScalar(Function):
         if p == 0:  # not 0 * 0^-1 = nan at a = 0; torch gives 0
             return backend.get_array_module(g).zeros_like(g), None
         return g * (p * ctx.a ** (p - 1)), None
-
 
 class Pow(Function):
     # d(a^b)/da = b * a^(b-1)   (0 where b == 0)
@@ -93,6 +168,15 @@ class Pow(Function):
             db = unbroadcast(g * log_a, b.shape)
         return da, db
 
+def _pow(self, exponent):
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        return PowScalar.apply(self, exponent=exponent)
+    return Pow.apply(self, as_tensor_like(exponent, self))
+
+
+Tensor.__pow__ = Tensor.pow = _pow
+Tensor.__rpow__ = lambda self, base: Pow.apply(as_tensor_like(base, self), self)
+
 
 class Neg(Function):
     def forward(ctx, a):
@@ -100,6 +184,8 @@ class Neg(Function):
 
     def backward(ctx, g):
         return -g
+Tensor.__neg__ = _unary(Neg)
+Tensor.__pos__ = lambda self: self
 
 
 class MatMul(Function):
@@ -141,6 +227,21 @@ def _check_matmul(sa, sb):
     for x, y in zip(reversed(batch_a), reversed(batch_b)):
         if x != y and x != 1 and y != 1:
             raise ValueError(f"matmul: batch dimensions of shapes {sa} and {sb} do not broadcast")
+Tensor.__matmul__ = Tensor.matmul = _binary(MatMul)
+Tensor.__rmatmul__ = _binary(MatMul, swap=True)
+
+
+# comparisons: no gradient, so no op; the result is a bool tensor
+def _compare(fn):
+    def method(self, other):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self.data, other))
+    return method
+
+
+Tensor.__lt__, Tensor.__le__ = _compare(lambda a, b: a < b), _compare(lambda a, b: a <= b)
+Tensor.__gt__, Tensor.__ge__ = _compare(lambda a, b: a > b), _compare(lambda a, b: a >= b)
+Tensor.__eq__, Tensor.__ne__ = _compare(lambda a, b: a == b), _compare(lambda a, b: a != b)
 
 
 # =============================================================================================
@@ -155,6 +256,7 @@ class Exp(Function):
 
     def backward(ctx, g):
         return g * ctx.out
+Tensor.exp = _unary(Exp)
 
 
 class Log(Function):
@@ -164,6 +266,7 @@ class Log(Function):
 
     def backward(ctx, g):
         return g / ctx.a
+Tensor.log = _unary(Log)
 
 
 class Tanh(Function):
@@ -174,6 +277,7 @@ class Tanh(Function):
 
     def backward(ctx, g):
         return g * (1 - ctx.out * ctx.out)
+Tensor.tanh = _unary(Tanh)
 
 
 class Sigmoid(Function):
@@ -186,6 +290,7 @@ class Sigmoid(Function):
 
     def backward(ctx, g):
         return g * ctx.out * (1 - ctx.out)
+Tensor.sigmoid = _unary(Sigmoid)
 
 
 class ReLU(Function):
@@ -195,6 +300,7 @@ class ReLU(Function):
 
     def backward(ctx, g):
         return g * ctx.mask
+Tensor.relu = _unary(ReLU)
 
 
 class Sqrt(Function):
@@ -204,6 +310,7 @@ class Sqrt(Function):
 
     def backward(ctx, g):
         return g / (2 * ctx.out)
+Tensor.sqrt = _unary(Sqrt)
 
 
 class Abs(Function):
@@ -213,6 +320,7 @@ class Abs(Function):
 
     def backward(ctx, g):
         return g * ctx.sign
+Tensor.__abs__ = Tensor.abs = _unary(Abs)
 
 
 class Clamp(Function):
@@ -228,6 +336,22 @@ class Clamp(Function):
 
     def backward(ctx, g):
         return g * ctx.mask
+Tensor.clamp = lambda self, min=None, max=None: Clamp.apply(self, min=min, max=max)
+
+
+class Clone(Function):
+    def forward(ctx, a):
+        return a.copy()
+
+    def backward(ctx, g):
+        return g
+Tensor.clone = _unary(Clone)
+Tensor.contiguous = lambda self: self  # every op accepts any memory layout
+
+
+# =============================================================================================
+# dtypes and devices
+# =============================================================================================
 
 
 class Cast(Function):
@@ -238,7 +362,6 @@ class Cast(Function):
     def backward(ctx, g):
         return g.astype(ctx.dtype)
 
-
 class ToDevice(Function):
     # y = x on another device   =>   dx = dy moved back
     def forward(ctx, a, device):
@@ -247,6 +370,30 @@ class ToDevice(Function):
 
     def backward(ctx, g):
         return backend.to_device(g, ctx.source)
+
+def to(self, *args, **kwargs):
+    """``t.to(dtype)``, ``t.to('cuda')``, ``t.to('cpu')``, ``t.to(device=..., dtype=...)``, as torch:
+    the result is ``t`` itself when nothing changes, else a new tensor that gradients flow back through."""
+    dtype, device = kwargs.get("dtype"), kwargs.get("device")
+    for a in args:
+        if isinstance(a, str) and a not in ("float16", "float32", "float64"):
+            device = a
+        else:
+            dtype = a
+    out = self
+    if device is not None and backend._check_device(device) != self.device:
+        out = ToDevice.apply(out, device=device)
+    if dtype is not None and np.dtype(dtype) != out.dtype:
+        out = Cast.apply(out, dtype=np.dtype(dtype))
+    return out
+
+
+Tensor.to = to
+Tensor.type = lambda self, dtype: to(self, dtype)
+Tensor.float = lambda self: to(self, np.float32)
+Tensor.double = lambda self: to(self, np.float64)
+Tensor.cuda = lambda self: to(self, "cuda")
+Tensor.cpu = lambda self: to(self, "cpu")
 
 
 # =============================================================================================
@@ -266,14 +413,12 @@ def _axes(dim, ndim):
         axes.append(d % max(ndim, 1))
     return tuple(sorted(set(axes))) if ndim else ()
 
-
 def _expand_reduced(g, shape, axes, keepdim):
     """Broadcast a reduced gradient back to the input's shape."""
     xp = backend.get_array_module(g)
     if not keepdim and axes:
         g = g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
     return xp.broadcast_to(g, shape)
-
 
 class Sum(Function):
     def forward(ctx, a, dim=None, keepdim=False):
@@ -282,6 +427,7 @@ class Sum(Function):
 
     def backward(ctx, g):
         return _expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
+Tensor.sum = lambda self, dim=None, keepdim=False: Sum.apply(self, dim=dim, keepdim=keepdim)
 
 
 class Mean(Function):
@@ -292,6 +438,7 @@ class Mean(Function):
 
     def backward(ctx, g):
         return _expand_reduced(g / ctx.count, ctx.shape, ctx.axes, ctx.keepdim)
+Tensor.mean = lambda self, dim=None, keepdim=False: Mean.apply(self, dim=dim, keepdim=keepdim)
 
 
 class Var(Function):
@@ -309,6 +456,16 @@ class Var(Function):
         g = _expand_reduced(g, ctx.centered.shape, ctx.axes, ctx.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
             return g * (2 / ctx.denom) * ctx.centered
+
+def var(self, dim=None, unbiased=True, keepdim=False, *, correction=None):
+    if correction is None:
+        correction = 1 if unbiased else 0
+    return Var.apply(self, dim=dim, keepdim=keepdim, correction=correction)
+
+
+Tensor.var = var
+Tensor.std = lambda self, dim=None, unbiased=True, keepdim=False, *, correction=None: \
+    var(self, dim, unbiased, keepdim, correction=correction).sqrt()
 
 
 class Max(Function):
@@ -335,6 +492,19 @@ class Max(Function):
 
     def backward(ctx, g):
         return _expand_reduced(g, ctx.mask.shape, ctx.axes, ctx.keepdim) * ctx.mask
+Tensor.max = lambda self, dim=None, keepdim=False: Max.apply(self, dim=dim, keepdim=keepdim)
+Tensor.min = lambda self, dim=None, keepdim=False: Max.apply(self, dim=dim, keepdim=keepdim, minimum=True)
+
+
+def argmax(self, dim=None, keepdim=False):  # an index: no gradient, so no op
+    return Tensor._wrap(backend.get_array_module(self.data).argmax(self.data, axis=dim, keepdims=keepdim))
+
+
+def argmin(self, dim=None, keepdim=False):
+    return Tensor._wrap(backend.get_array_module(self.data).argmin(self.data, axis=dim, keepdims=keepdim))
+
+
+Tensor.argmax, Tensor.argmin = argmax, argmin
 
 
 # =============================================================================================
@@ -353,6 +523,38 @@ class Reshape(Function):
     def backward(ctx, g):
         return g.reshape(ctx.shape)
 
+def _shape_args(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def reshape(self, *shape):
+    return Reshape.apply(self, shape=_shape_args(shape))
+
+
+def unsqueeze(self, dim):
+    n = self.ndim + 1
+    if not -n <= dim < n:
+        raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor with {self.ndim} dimensions")
+    shape = list(self.shape)
+    shape.insert(dim % n, 1)
+    return reshape(self, shape)
+
+
+def squeeze(self, dim=None):
+    axes = _axes(dim, self.ndim)
+    return reshape(self, [n for i, n in enumerate(self.shape) if not (i in axes and n == 1)])
+
+
+def flatten(self, start_dim=0, end_dim=-1):
+    if self.ndim == 0:
+        return reshape(self, (1,))
+    s, e = start_dim % self.ndim, end_dim % self.ndim
+    return reshape(self, self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:])
+
+
+Tensor.reshape = Tensor.view = reshape
+Tensor.unsqueeze, Tensor.squeeze, Tensor.flatten = unsqueeze, squeeze, flatten
+
 
 class Transpose(Function):
     def forward(ctx, a, dim0, dim1):
@@ -361,6 +563,8 @@ class Transpose(Function):
 
     def backward(ctx, g):
         return g.swapaxes(*ctx.dims)
+Tensor.transpose = lambda self, dim0, dim1: Transpose.apply(self, dim0=dim0, dim1=dim1)
+Tensor.mT = property(lambda self: Transpose.apply(self, dim0=-2, dim1=-1))
 
 
 class Permute(Function):
@@ -377,6 +581,8 @@ class Permute(Function):
 
     def backward(ctx, g):
         return g.transpose(ctx.inverse)
+Tensor.permute = lambda self, *dims: Permute.apply(self, dims=_shape_args(dims))
+Tensor.T = property(lambda self: Permute.apply(self, dims=tuple(reversed(range(self.ndim)))))
 
 
 class Expand(Function):
@@ -386,6 +592,15 @@ class Expand(Function):
 
     def backward(ctx, g):
         return unbroadcast(g, ctx.shape)
+
+def expand(self, *sizes):
+    sizes = _shape_args(sizes)
+    lead = len(sizes) - self.ndim
+    shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes))
+    return Expand.apply(self, shape=shape)
+
+
+Tensor.expand = expand
 
 
 class GetItem(Function):
@@ -400,9 +615,13 @@ class GetItem(Function):
             raise IndexError(f"index {_describe_index(index)} is invalid for a tensor of shape {a.shape}: {e}") from None
 
     def backward(ctx, g):
-        if _is_basic_index(ctx.index):  # zero outside the view: the engine fills one buffer per tensor
-            return SliceGrad(ctx.shape, ctx.index, g, ctx.strides)
         xp = backend.get_array_module(g)
+        if _is_basic_index(ctx.index):  # g where the view lies, zero elsewhere
+            if not backend.plain():  # fast path: the engine fills one buffer for all of a tensor's slices
+                return SliceGrad(ctx.shape, ctx.index, g, ctx.strides)
+            grad = xp.zeros(ctx.shape, dtype=g.dtype)
+            grad[ctx.index] = g
+            return grad
         grad = xp.zeros(ctx.shape, dtype=g.dtype)
         xp.add.at(grad, _bool_to_int_index(ctx.index), g)
         return grad
@@ -438,6 +657,34 @@ def _describe_index(index):
     parts = index if isinstance(index, tuple) else (index,)
     return "[" + ", ".join(f"array{p.shape}" if hasattr(p, "shape") else repr(p) for p in parts) + "]"
 
+def getitem(self, index):
+    return GetItem.apply(self, index=_normalize_index(index))
+
+
+def split(self, split_size_or_sections, dim=0):
+    """torch.split: equal chunks of ``split_size`` (the last may be smaller) or explicit sizes."""
+    n = self.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        sizes = [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not add up to {n}, the size of dim {dim}")
+    out, start = [], 0
+    lead = (slice(None),) * (dim % self.ndim)
+    for s in sizes:
+        out.append(getitem(self, lead + (slice(start, start + s),)))
+        start += s
+    return tuple(out)
+
+
+def chunk(self, chunks, dim=0):
+    return split(self, -(-self.shape[dim] // chunks), dim)
+
+
+Tensor.__getitem__ = getitem
+Tensor.split, Tensor.chunk = split, chunk
+
 
 class MaskedFill(Function):
     def forward(ctx, a, mask, value):
@@ -450,6 +697,15 @@ class MaskedFill(Function):
 
     def backward(ctx, g):
         return backend.get_array_module(g).where(ctx.mask, 0, g).astype(g.dtype, copy=False), None, None
+
+def masked_fill(self, mask, value):
+    mask = mask.data if isinstance(mask, Tensor) else mask
+    if isinstance(value, Tensor):
+        value = value.item()
+    return MaskedFill.apply(self, mask, value=value)
+
+
+Tensor.masked_fill = masked_fill
 
 
 class Where(Function):
@@ -465,6 +721,14 @@ class Where(Function):
         dy = unbroadcast(xp.where(ctx.cond, zero, g), ctx.y_shape) if ctx.needs_input_grad[2] else None
         return None, dx, dy
 
+def where(condition, input, other):
+    """``where(cond, x, y)``: elements of x where cond is true, else of y; no gradient to cond."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    like = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else None
+    if like is None:
+        like = Tensor(input)
+    return Where.apply(cond, as_tensor_like(input, like), as_tensor_like(other, like))
+
 
 class Cat(Function):
     def forward(ctx, *arrays, dim=0):
@@ -479,6 +743,17 @@ class Cat(Function):
     def backward(ctx, g):
         return tuple(backend.get_array_module(g).split(g, ctx.splits, axis=ctx.dim))
 
+def _tensors(tensors, name):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{name}: expected a non-empty list of tensors")
+    first = next((t for t in tensors if isinstance(t, Tensor)), None)
+    return [as_tensor_like(t, first) if first is not None else Tensor(t) for t in tensors]
+
+
+def cat(tensors, dim=0):
+    return Cat.apply(*_tensors(tensors, "cat"), dim=dim)
+
 
 class Stack(Function):
     def forward(ctx, *arrays, dim=0):
@@ -492,10 +767,5 @@ class Stack(Function):
         xp = backend.get_array_module(g)
         return tuple(xp.moveaxis(g, ctx.dim, 0))
 
-
-class Clone(Function):
-    def forward(ctx, a):
-        return a.copy()
-
-    def backward(ctx, g):
-        return g
+def stack(tensors, dim=0):
+    return Stack.apply(*_tensors(tensors, "stack"), dim=dim)
