@@ -285,3 +285,40 @@ def force_driver(monkeypatch, kernel_module, driver, thresholds=("PARALLEL_MIN_S
     outside the one-pool setup, by patching its size thresholds."""
     for name in thresholds:
         monkeypatch.setattr(kernel_module, name, 0 if driver == "parallel" else 2**62)
+
+
+# the golden trajectory's model (tests/test_golden_trajectory.py), over either library
+GOLDEN_B, GOLDEN_T, GOLDEN_C, GOLDEN_N_HEAD, GOLDEN_N_CLASS = 3, 5, 8, 2, 4
+
+
+def make_block_class(nn_, F_):
+    """The same model class over either library (``nn_``/``F_`` = tinyllm's or torch's)."""
+
+    class Block(nn_.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn_.LayerNorm(GOLDEN_C)
+            # no key bias: it adds the same q.b_k to every score of a row, so softmax ignores it and
+            # its gradient is rounding noise (~1e-17), which Adagrad would blow up to ~1e-7 steps
+            self.q = nn_.Linear(GOLDEN_C, GOLDEN_C)
+            self.k = nn_.Linear(GOLDEN_C, GOLDEN_C, bias=False)
+            self.v = nn_.Linear(GOLDEN_C, GOLDEN_C)
+            self.c_proj = nn_.Linear(GOLDEN_C, GOLDEN_C)
+            self.ln_2 = nn_.LayerNorm(GOLDEN_C)
+            self.mlp = nn_.Sequential(nn_.Linear(GOLDEN_C, 4 * GOLDEN_C), nn_.GELU(), nn_.Linear(4 * GOLDEN_C, GOLDEN_C))
+            self.head = nn_.Linear(GOLDEN_C, GOLDEN_N_CLASS)
+
+        def forward(self, x):
+            Bx, Tx, Cx = x.shape
+            h = self.ln_1(x)
+            hs = Cx // GOLDEN_N_HEAD
+            q = self.q(h).reshape(Bx, Tx, GOLDEN_N_HEAD, hs).transpose(1, 2)  # (B, H, T, hs)
+            k = self.k(h).reshape(Bx, Tx, GOLDEN_N_HEAD, hs).transpose(1, 2)
+            v = self.v(h).reshape(Bx, Tx, GOLDEN_N_HEAD, hs).transpose(1, 2)
+            y = F_.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+            y = y.transpose(1, 2).reshape(Bx, Tx, Cx)  # (B, T, C)
+            x = x + self.c_proj(y)
+            x = x + self.mlp(self.ln_2(x))
+            return self.head(x.mean(1))  # (B, N_CLASS)
+
+    return Block

@@ -9,41 +9,12 @@ import tinyllm.nn.functional as F
 from tinyllm import nn, optim
 from tinyllm.nn.utils import clip_grad_norm_
 
+from helpers import GOLDEN_B as B, GOLDEN_C as C, GOLDEN_N_CLASS as N_CLASS, GOLDEN_T as T, make_block_class
+
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
-B, T, C, N_HEAD, N_CLASS, STEPS = 3, 5, 8, 2, 4, 10
-
-
-def make_block_class(nn_, F_):
-    """The same model class over either library (``nn_``/``F_`` = tinyllm's or torch's)."""
-
-    class Block(nn_.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1 = nn_.LayerNorm(C)
-            # no key bias: it adds the same q.b_k to every score of a row, so softmax ignores it and
-            # its gradient is rounding noise (~1e-17), which Adagrad would blow up to ~1e-7 steps
-            self.q, self.k, self.v = nn_.Linear(C, C), nn_.Linear(C, C, bias=False), nn_.Linear(C, C)
-            self.c_proj = nn_.Linear(C, C)
-            self.ln_2 = nn_.LayerNorm(C)
-            self.mlp = nn_.Sequential(nn_.Linear(C, 4 * C), nn_.GELU(), nn_.Linear(4 * C, C))
-            self.head = nn_.Linear(C, N_CLASS)
-
-        def forward(self, x):
-            Bx, Tx, Cx = x.shape
-            h = self.ln_1(x)
-            hs = Cx // N_HEAD
-            q = self.q(h).reshape(Bx, Tx, N_HEAD, hs).transpose(1, 2)  # (B, H, T, hs)
-            k = self.k(h).reshape(Bx, Tx, N_HEAD, hs).transpose(1, 2)
-            v = self.v(h).reshape(Bx, Tx, N_HEAD, hs).transpose(1, 2)
-            y = F_.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
-            y = y.transpose(1, 2).reshape(Bx, Tx, Cx)  # (B, T, C)
-            x = x + self.c_proj(y)
-            x = x + self.mlp(self.ln_2(x))
-            return self.head(x.mean(1))  # (B, N_CLASS)
-
-    return Block
+STEPS = 10
 
 
 OurBlock, TorchBlock = make_block_class(nn, F), make_block_class(torch.nn, TF)
