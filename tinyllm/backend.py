@@ -95,6 +95,30 @@ def get_array_module(*arrays):
     return np
 
 
+def to_array(data, dtype=None, legacy_constructor=False):
+    """Convert user data (not a Tensor) to a backing array, following the dtype rules of the design card.
+
+    Floating arrays keep their dtype, integer and bool arrays stay as they are, and Python scalars
+    and lists become the default dtype (as ``torch.Tensor(...)`` does). ``tl.tensor`` instead
+    infers ints from int-only lists, as ``torch.tensor`` does (``legacy_constructor=False``).
+    """
+    xp = get_array_module(data)
+    if dtype is not None:
+        return xp.asarray(data, dtype=np.dtype(dtype) if xp is np else dtype)
+    if hasattr(data, "dtype") and hasattr(data, "shape") and not isinstance(data, np.generic):
+        return data if isinstance(data, xp.ndarray) else xp.asarray(data)
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    array = np.asarray(data)
+    if array.dtype.kind == "f" or array.dtype.kind == "c" or (legacy_constructor and array.dtype.kind in "iub"):
+        if array.dtype.kind == "b" and not legacy_constructor:
+            return array
+        return array.astype(get_default_dtype())
+    if array.dtype == object:
+        raise TypeError(f"cannot build a tensor from {type(data).__name__} data with ragged or mixed contents")
+    return array
+
+
 def cupy_available():
     return _cupy is not None
 

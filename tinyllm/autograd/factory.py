@@ -2,7 +2,11 @@
 import numpy as np
 
 from .. import backend
-from .engine import Tensor, _to_array
+from .engine import Tensor
+
+
+def _to_array(data, dtype=None):
+    return backend.to_array(data.data if isinstance(data, Tensor) else data, dtype)
 
 
 def _shape(size):
