@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .. import backend, kernels
+from .. import backend
 from ..autograd import Tensor
 from ..autograd.fused import (GELU, CrossEntropy, Dropout, Embedding, LayerNorm, Linear, LogSoftmax,
                               ScaledDotProductAttention, Softmax, _dim)

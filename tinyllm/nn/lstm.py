@@ -1,125 +1,19 @@
 """``LSTM`` and ``LSTMCell`` with torch's parameter names, layouts, gate order (i, f, g, o) and init, so
 a torch state_dict loads as it is.
 
-Speed comes from doing one layer over the whole sequence as ONE fused op (``LSTMLayer``): the input
-projection of every timestep is a single GEMM, only the (B, H) @ (H, 4H) recurrence is a Python loop,
-and the backward pass runs back-propagation through time inside the op, with W_ih, W_hh and the
-biases' gradients each formed by one GEMM / sum after the loop. A chain of primitive ops would record
-~15 graph nodes per timestep instead.
+One layer over the whole sequence is ONE fused op (``autograd/fused.py``'s ``LSTMLayer``, with
+back-propagation through time inside it), not ~15 graph nodes per timestep.
 """
 import math
 
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, stack
+from ..autograd import Tensor, stack
+from ..autograd.fused import LSTMLayer
 from . import functional as F
 from . import init
 from .module import Module, Parameter
-
-
-def _gate_constants(H, dtype):
-    """sigmoid(x) = 0.5 tanh(x/2) + 0.5, so all four gates are one tanh:  act = tanh(a * s) * s + shift,
-    with s = 1/2 on the sigmoid gates (i, f, o) and 1 on the tanh gate g (whose shift is 0)."""
-    s = np.full(4 * H, 0.5, dtype=dtype)
-    s[2 * H:3 * H] = 1.0
-    shift = np.full(4 * H, 0.5, dtype=dtype)
-    shift[2 * H:3 * H] = 0.0
-    return s, shift
-
-
-class LSTMLayer(Function):
-    """One LSTM layer over a whole time-major sequence.
-
-    Inputs: x (T, B, in), h0 (B, H), c0 (B, H), w_ih (4H, in), w_hh (4H, H), b_ih (4H,) or None,
-    b_hh (4H,) or None. Output: one array Y of shape (T + 1, B, H) whose rows 0..T-1 are the hidden
-    states h_1..h_T and whose last row is the final cell state c_T (a Function has one output; the
-    module slices it into ``output``, ``h_n = Y[T-1]`` and ``c_n = Y[T]``, and the slices' gradients
-    add up in dY).
-    """
-
-    # Forward, per step t (gates in torch's order i, f, g, o):
-    #   a_t = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T           (B, 4H); the x part for all t is one GEMM
-    #   i, f, o = sigmoid(a_i, a_f, a_o),  g = tanh(a_g)
-    #   c_t = f * c_{t-1} + i * g,         h_t = o * tanh(c_t)
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
-        xp = backend.get_array_module(x)
-        T, B, _ = x.shape
-        H = w_hh.shape[1]
-        dtype = x.dtype
-        for name, a in (("h0", h0), ("c0", c0), ("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih),
-                        ("bias_hh", b_hh)):
-            if a is not None and a.dtype != dtype:
-                raise TypeError(f"lstm: {name} has dtype {a.dtype} but the input has dtype {dtype}")
-        gates = (x.reshape(T * B, -1) @ w_ih.T).reshape(T, B, 4 * H)  # (T, B, 4H): one GEMM for every step
-        if b_ih is not None:
-            gates += b_ih
-        if b_hh is not None:
-            gates += b_hh
-        s, shift = _gate_constants(H, dtype)
-        hs = xp.empty((T + 2, B, H), dtype=dtype)  # h_0, h_1..h_T, c_T: output = hs[1:], h_prev = hs[:T]
-        cs = xp.empty((T + 1, B, H), dtype=dtype)  # c_0 .. c_T
-        tanh_c = xp.empty((T, B, H), dtype=dtype)
-        hs[0], cs[0] = h0, c0
-        rec = xp.empty((B, 4 * H), dtype=dtype)
-        w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H): BLAS runs faster on a contiguous copy than on the view
-        for t in range(T):
-            a = gates[t]  # (B, 4H), overwritten in place by the activations
-            a += xp.matmul(hs[t], w_hh_t, out=rec)
-            a *= s
-            xp.tanh(a, out=a)
-            a *= s
-            a += shift
-            i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-            c = cs[t + 1]
-            xp.multiply(f, cs[t], out=c)
-            c += i * g
-            xp.tanh(c, out=tanh_c[t])
-            xp.multiply(o, tanh_c[t], out=hs[t + 1])
-        hs[T + 1] = cs[T]
-        ctx.x, ctx.w_ih, ctx.w_hh, ctx.act, ctx.hs, ctx.cs, ctx.tanh_c = x, w_ih, w_hh, gates, hs, cs, tanh_c
-        ctx.has_bias = (b_ih is not None, b_hh is not None)
-        return hs[1:]
-
-    # Backward through time. dh_t = dY_t + (recurrent part) and dc start at dY_{T-1}, dY_T; per step:
-    #   dc_t  += dh_t * o * (1 - tanh(c_t)^2)
-    #   da_o = dh_t * tanh(c_t) * o(1-o),   da_i = dc_t * g * i(1-i),
-    #   da_f = dc_t * c_{t-1} * f(1-f),     da_g = dc_t * i * (1-g^2)
-    #   dh_{t-1} (recurrent) = da_t W_hh,   dc_{t-1} = dc_t * f
-    # After the loop: dW_hh = sum_t da_t^T h_{t-1}, dW_ih = da^T x, dx = da W_ih, db_ih = db_hh = sum da,
-    # dh0 / dc0 = what is carried out of step 0. The factors that do not depend on dh/dc are formed for
-    # all t at once before the loop, so each step is ~6 elementwise ops and one (B, 4H) @ (4H, H) GEMM.
-    def backward(ctx, dY):
-        xp = backend.get_array_module(dY)
-        x, w_ih, w_hh, act, hs, cs, tanh_c = ctx.x, ctx.w_ih, ctx.w_hh, ctx.act, ctx.hs, ctx.cs, ctx.tanh_c
-        T, B, H = tanh_c.shape
-        i, f, g, o = act[..., :H], act[..., H:2 * H], act[..., 2 * H:3 * H], act[..., 3 * H:]
-        # step-independent factors, all (T, B, H) (or (T, B, 3, H) for the gates driven by dc)
-        dc_from_dh = o * (1 - tanh_c * tanh_c)
-        da_o_from_dh = tanh_c * o * (1 - o)
-        by_dc = xp.empty((T, B, 3, H), dtype=act.dtype)
-        by_dc[:, :, 0] = g * i * (1 - i)
-        by_dc[:, :, 1] = cs[:T] * f * (1 - f)
-        by_dc[:, :, 2] = i * (1 - g * g)
-        da = xp.empty((T, B, 4 * H), dtype=dY.dtype)  # dL/d(pre-activation gates)
-        da3 = da.reshape(T, B, 4, H)[:, :, :3]  # (T, B, 3, H) view of the i, f, g blocks
-        dc = dY[T].copy()
-        dh_rec = xp.zeros((B, H), dtype=dY.dtype)
-        for t in range(T - 1, -1, -1):
-            dh = dY[t] + dh_rec
-            dc += dh * dc_from_dh[t]
-            xp.multiply(dc[:, None, :], by_dc[t], out=da3[t])
-            xp.multiply(dh, da_o_from_dh[t], out=da[t, :, 3 * H:])
-            dh_rec = da[t] @ w_hh
-            dc *= f[t]
-        need = ctx.needs_input_grad
-        da2 = da.reshape(T * B, 4 * H)
-        dx = (da2 @ w_ih).reshape(x.shape) if need[0] else None
-        dw_ih = da2.T @ x.reshape(T * B, -1) if need[3] else None
-        dw_hh = da2.T @ hs[:T].reshape(T * B, H) if need[4] else None
-        db = da2.sum(axis=0) if any(ctx.has_bias) else None
-        return (dx, dh_rec if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,
-                db if ctx.has_bias[0] else None, db if ctx.has_bias[1] else None)
 
 
 def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
