@@ -50,6 +50,18 @@ def _check_device(name):
     return name
 
 
+def dtype_and_device(args, kwargs):
+    """The ``(dtype, device)`` of a torch-style ``.to(...)`` call: positional strings other than float
+    dtype names are devices, anything else a dtype; ``dtype=`` / ``device=`` keywords win."""
+    dtype, device = None, None
+    for a in args:
+        if isinstance(a, str) and a not in ("float16", "float32", "float64"):
+            device = a
+        else:
+            dtype = a
+    return kwargs.get("dtype", dtype), kwargs.get("device", device)
+
+
 def device_of(array):
     """'cuda' for a CuPy array, 'cpu' for anything else."""
     return "cuda" if _cupy is not None and isinstance(array, _cupy.ndarray) else "cpu"

@@ -371,15 +371,11 @@ class ToDevice(Function):
     def backward(ctx, g):
         return backend.to_device(g, ctx.source)
 
+
 def to(self, *args, **kwargs):
     """``t.to(dtype)``, ``t.to('cuda')``, ``t.to('cpu')``, ``t.to(device=..., dtype=...)``, as torch:
     the result is ``t`` itself when nothing changes, else a new tensor that gradients flow back through."""
-    dtype, device = kwargs.get("dtype"), kwargs.get("device")
-    for a in args:
-        if isinstance(a, str) and a not in ("float16", "float32", "float64"):
-            device = a
-        else:
-            dtype = a
+    dtype, device = backend.dtype_and_device(args, kwargs)
     out = self
     if device is not None and backend._check_device(device) != self.device:
         out = ToDevice.apply(out, device=device)

@@ -202,12 +202,7 @@ class Module:
         """``to(dtype)`` casts floating parameters and buffers; ``to('cuda')`` / ``to('cpu')`` moves
         every parameter, buffer and gradient to that device. In place (the same Parameter objects,
         so optimizers keep working), and returns the module."""
-        dtype, device = kwargs.get("dtype"), kwargs.get("device")
-        for a in args:
-            if isinstance(a, str) and a not in ("float16", "float32", "float64"):
-                device = a
-            else:
-                dtype = a
+        dtype, device = backend.dtype_and_device(args, kwargs)
         tensors = list(self.parameters()) + [b for b in self.buffers() if isinstance(b, Tensor)]
         if device is not None:
             device = backend._check_device(device)
