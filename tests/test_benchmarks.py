@@ -118,25 +118,41 @@ def test_matmul_section_end_to_end(tmp_path, torch, runner):
         assert r["numba_vs_torch"] > 0 and r["numba_gflops"] > 0 and r["max_abs_diff_vs_torch"] < 1e-3
 
 
-@pytest.mark.torch
-def test_ops_attention_train_step_sections_smoke(tmp_path, torch, runner):
-    """The quick paths of three more sections with one rep each: every row has all three sides."""
-    assert runner(["--quick", "--only", "ops", "attention", "train_step", "--reps", "1", "--out", str(tmp_path)]) == 0
+def _smoke(runner, tmp_path, sections):
+    """One quick run of ``sections`` with one rep each; returns its JSON, after checking that every timed
+    row has all of tinyllm-numba and torch."""
+    assert runner(["--quick", "--only", *sections, "--reps", "1", "--out", str(tmp_path)]) == 0
     (js,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
-    assert js.endswith("-quick-only-ops-attention-train_step.json")
+    assert js.endswith("-quick-only-" + "-".join(sections) + ".json")
     data = json.load(open(tmp_path / js))
     assert data["errors"] == {}
     timed = [r for r in data["rows"] if not r.get("kind")]
-    assert {r["section"] for r in timed} == {"ops", "attention", "train_step"}
+    assert {r["section"] for r in timed} == set(sections)
     for r in timed:
         assert r["numba_ms"] > 0 and r["torch_ms"] > 0 and r["numba_vs_torch"] > 0
-    step = next(r for r in timed if r["name"] == "nanoGPT CPU recipe step")
-    assert step["first_step_loss_diff"] <= 1e-5 and step["numpy_ms"] > 0
-    assert [r["name"] for r in timed if r["section"] == "train_step"][1:] == [
-        "floor: the step's kernels alone, replayed", "floor: the step's matmuls alone, replayed"]
-    assert any(r.get("kind") == "memory" for r in data["rows"])
-    md = open(tmp_path / js.replace(".json", ".md")).read()
-    assert "## training step" in md and "ANCHORS" not in md
+    assert "ANCHORS" not in open(tmp_path / js.replace(".json", ".md")).read()
+    return data
+
+
+@pytest.mark.torch
+def test_ops_and_train_step_sections_smoke(tmp_path, torch, runner):
+    data = _smoke(runner, tmp_path, ["ops", "train_step"])
+    steps = [r for r in data["rows"] if r["section"] == "train_step"]
+    assert steps[0]["name"] == "nanoGPT CPU recipe step" and steps[0]["numpy_ms"] > 0
+    assert steps[0]["first_step_loss_diff"] <= 1e-5
+    assert [r["name"] for r in steps[1:]] == ["floor: the step's kernels alone, replayed",
+                                              "floor: the step's matmuls alone, replayed"]
+    assert len([r for r in data["rows"] if r["section"] == "ops"]) == 5
+
+
+@pytest.mark.slow  # the memory measurement runs the NumPy reference at T=4096 (~0.5 GB)
+@pytest.mark.torch
+def test_attention_section_smoke(tmp_path, torch, runner):
+    data = _smoke(runner, tmp_path, ["attention"])
+    assert [r["name"] for r in data["rows"]] == ["causal (12,4,64,32)", "causal (4,8,256,64)",
+                                                 "peak extra memory T=4096"]
+    (mem,) = [r for r in data["rows"] if r.get("kind") == "memory"]
+    assert mem["numba_tracemalloc_bytes"] < mem["T*T*4_bytes"]  # O(T) memory, not a T x T matrix
 
 
 @pytest.mark.torch
