@@ -40,7 +40,7 @@ def run(ctx, quick):
         row["same_tokens_numba_vs_hf"] = float((outs["numba"] == outs["torch"]).mean())
         row["same_tokens_numpy_vs_hf"] = float((outs["numpy"] == outs["torch"]).mean())
         rows.append(row)
-        del hf, ours
+        hf = ours = None  # free this shape's models before the next one is built
     notes = [f"Greedy decoding with the KV cache, batch 1, a {GB.PROMPT_LEN}-token prompt, the same random weights "
              "(HF `GPT2LMHeadModel` -> save_pretrained -> `GPT.from_pretrained`); torch here is HF `generate`. "
              "ms is one whole `generate` call (prefill included); the ratio is of times, so 0.5 means twice "
