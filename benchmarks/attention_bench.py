@@ -122,8 +122,8 @@ def bench_shape(shape, reps, torch=None):
     if torch is not None:
         sides["torch"] = _torch_step(torch, q, k, v, dout)
     times = _time(sides, reps)
-    # The NumPy reference runs in its own phase: alternated with the others, its O(T^2) buffers (GBs
-    # at T=1024) evict caches and page-fault fresh memory, which slowed torch's next step by up to 1.4x.
+    # The NumPy reference runs in its own phase: its O(T^2) buffers (GBs at T=1024) evict caches and
+    # page-fault fresh memory, which would slow whichever side ran after it.
     if T <= NUMPY_MAX_T:
         times.update(_time({"numpy": _tinyllm_step(q, k, v, dout, "numpy")}, max(3, reps // 4)))
     row = {"shape": f"({B},{H},{T},{D})", "B": B, "H": H, "T": T, "D": D, "reps": reps}
@@ -278,6 +278,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer reps, no cold-start measurement")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
+    from tinyllm import backend
+    backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     rows = run(quick=args.quick)
     torch = _torch()
     import numba

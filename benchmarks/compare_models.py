@@ -201,6 +201,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/compare_models[_quick])")
     args = p.parse_args(argv)
+    backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     args.budget = args.budget or (20.0 if args.quick else 120.0)
     if not os.path.isfile(os.path.join(args.data, "meta.json")):
         print(f"preparing {args.data} (downloads the corpus via pip)")

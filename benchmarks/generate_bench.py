@@ -97,6 +97,8 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    from tinyllm import backend
+    backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     import torch
     import transformers
     rows = [bench_shape(s, SHAPES[s], args.reps) for s in args.shapes]

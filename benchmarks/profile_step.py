@@ -115,6 +115,7 @@ def main(argv=None):
                     help="replay one step's kernel calls back to back (benchmarks/kernel_replay.py), "
                          "alternating with whole steps, and time each kernel")
     args = ap.parse_args(argv)
+    tl.backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     step = make_step()
     if args.ops:
         total, calls = _op_timers()

@@ -151,6 +151,8 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=None, help="iterations per size (default 600; --quick 150)")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/scaling[_quick])")
     args = ap.parse_args(argv)
+    from tinyllm import backend
+    backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     rows, fits, iters = run(args.quick, args.data, args.iters)
     stem = args.out or os.path.join(HERE, "results", "scaling" + ("_quick" if args.quick else ""))
     os.makedirs(os.path.dirname(stem), exist_ok=True)

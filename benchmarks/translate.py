@@ -107,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=None, help="training seconds (default 240; --quick 15)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    from tinyllm import backend
+    backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     budget = args.budget or (15 if args.quick else 240)
     eval_n = 128 if args.quick else 1000
     with tempfile.TemporaryDirectory() as tmp:

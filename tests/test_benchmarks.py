@@ -1,5 +1,6 @@
-"""The benchmark runner (benchmarks/run.py): its turn-taking, its report files on a made-up result set,
-the torch twin of the recipe model, and one real section end to end. A few seconds in all."""
+"""The benchmark runner (benchmarks/run.py and the harness, report and sections it is built from): its
+turn-taking, its report files on a made-up result set, the torch twin of the recipe model, and small
+smoke runs of the sections. A few seconds each."""
 import json
 import os
 import sys
@@ -12,18 +13,21 @@ if ROOT not in sys.path:  # `pytest` run as a script does not put the repo root 
 
 _unset = [v for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
           if v not in os.environ]
+from benchmarks import harness as H  # noqa: E402
+from benchmarks import report  # noqa: E402
 from benchmarks import run as R  # noqa: E402
+from benchmarks.sections import cold_start, matmul, torch_twin, train_step  # noqa: E402
 
 for _v in _unset:  # the runner pins 2 threads for its own process; keep that out of later tests' subprocesses
     os.environ.pop(_v, None)
 
 
 def _fake_sections():
-    mm = R.make_row("matmul", "(768,128)x(128,384)", {"numba": [1e-3, 2e-3, 3e-3], "numpy": [2e-3] * 3,
+    mm = H.make_row("matmul", "(768,128)x(128,384)", {"numba": [1e-3, 2e-3, 3e-3], "numpy": [2e-3] * 3,
                                                      "torch": [4e-3] * 3}, numba_gflops=150.0, numpy_gflops=75.0,
                     torch_gflops=40.0, max_abs_diff_vs_torch=6e-5)
-    no_torch = R.make_row("matmul", "no torch here", {"numba": [1e-3], "numpy": [1e-3]})
-    step = R.make_row("train_step", "nanoGPT CPU recipe step", {"numba": [0.03], "numpy": [0.3], "torch": [0.06]},
+    no_torch = H.make_row("matmul", "no torch here", {"numba": [1e-3], "numpy": [1e-3]})
+    step = H.make_row("train_step", "nanoGPT CPU recipe step", {"numba": [0.03], "numpy": [0.3], "torch": [0.06]},
                       first_step_loss_diff=0.0)
     memory = {"section": "attention", "name": "peak extra memory T=4096", "kind": "memory", "T": 4096}
     return {"matmul": {"rows": [mm, no_torch], "notes": ["a note"], "seconds": 1.0, "loadavg_start": "0.10"},
@@ -42,19 +46,19 @@ def test_make_row_medians_and_ratios():
 def test_alternate_takes_turns():
     log = []
     sides = {k: (lambda k=k: log.append(k)) for k in ("numba", "numpy", "torch")}
-    times = R.alternate(sides, reps=4, warmup=1, block=2, settle=False, cooldown=0, every={"numpy": 2})
+    times = H.alternate(sides, reps=4, warmup=1, block=2, settle=False, cooldown=0, every={"numpy": 2})
     assert log == ["numba", "numpy", "torch",  # warm-up
                    "numba", "numba", "numpy", "numpy", "torch", "torch",  # round 0
                    "numba", "numba", "torch", "torch"]  # round 1: numpy only every 2nd round
     assert {k: len(v) for k, v in times.items()} == {"numba": 4, "numpy": 2, "torch": 4}
     log.clear()
-    R.alternate({"a": sides["numba"]}, reps=1, warmup=0, settle=True, cooldown=0)
+    H.alternate({"a": sides["numba"]}, reps=1, warmup=0, settle=True, cooldown=0)
     assert log == ["numba", "numba"]  # the untimed settle call, then the timed one
 
 
 def test_report_files(tmp_path):
     meta = {"date": "2026-01-02", "quick": True, "cpu": "Test CPU", "cores": 2, "numpy": "x", "numba": "y"}
-    paths = R.write_results(meta, _fake_sections(), str(tmp_path), "2026-01-02-quick")
+    paths = report.write_results(meta, _fake_sections(), str(tmp_path), "2026-01-02-quick")
     md = open(paths["md"]).read()
     assert md.startswith("# tinyllm benchmarks, 2026-01-02 (quick)")
     assert "Test CPU, 2 cores" in md and "## matmul" in md and "## training step" in md
@@ -74,25 +78,100 @@ def test_torch_twin_starts_from_the_same_weights(torch):
     """The recipe's torch model loads tinyllm's state dict and gives the same first losses."""
     from tinyllm import backend
     from tinyllm.train import TrainConfig
-    cfg = TrainConfig(**R.TINY)
-    model, step, x, y = R.tinyllm_recipe(cfg)
-    tstep = R.torch_recipe(model, cfg, x, y)[1]
+    cfg = TrainConfig(**cold_start.TINY)
+    model, step, x, y = train_step.tinyllm_recipe(cfg)
+    tstep = torch_twin.torch_recipe(model, cfg, x, y)[1]
     with backend.use_kernels("numpy"):  # the weight mapping is under test, not the kernels
         ours = [step() for _ in range(2)]
     theirs = [tstep() for _ in range(2)]
     assert abs(ours[0] - theirs[0]) < 1e-5 and abs(ours[1] - theirs[1]) < 1e-4
 
 
+@pytest.fixture
+def runner(monkeypatch):
+    """R.main without the pauses between turns; the process-wide tuning it applies is undone after."""
+    from tinyllm import backend
+    before = backend.tuning()
+    monkeypatch.setattr(H, "COOLDOWN_S", 0.0)
+    yield R.main
+    if not any(before.values()):
+        backend.restore_defaults()
+
+
+def test_sections_are_the_runners_options():
+    from benchmarks import sections
+    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start")
+    with pytest.raises(SystemExit):
+        R.main(["--only", "no_such_section"])
+
+
 @pytest.mark.torch
-def test_matmul_section_end_to_end(tmp_path, torch, monkeypatch):
-    monkeypatch.setattr(R, "COOLDOWN_S", 0.0)
-    assert R.main(["--only", "matmul", "--reps", "2", "--out", str(tmp_path)]) == 0
+def test_matmul_section_end_to_end(tmp_path, torch, runner):
+    assert runner(["--only", "matmul", "--reps", "2", "--out", str(tmp_path)]) == 0
     (js,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
     assert js.endswith("-only-matmul.json")
-    rows = json.load(open(tmp_path / js))["rows"]
-    assert [r["name"] for r in rows] == [m[0] for m in R.MATMUL_SHAPES]
+    data = json.load(open(tmp_path / js))
+    assert data["meta"]["tinyllm_tuning"]["malloc"] in (True, False)  # the runner tuned like a training run
+    rows = data["rows"]
+    assert [r["name"] for r in rows] == [m[0] for m in matmul.MATMUL_SHAPES]
     for r in rows:
         assert r["numba_vs_torch"] > 0 and r["numba_gflops"] > 0 and r["max_abs_diff_vs_torch"] < 1e-3
+
+
+def _smoke(runner, tmp_path, sections):
+    """One quick run of ``sections`` with one rep each; returns its JSON, after checking that every timed
+    row has all of tinyllm-numba and torch."""
+    assert runner(["--quick", "--only", *sections, "--reps", "1", "--out", str(tmp_path)]) == 0
+    (js,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
+    assert js.endswith("-quick-only-" + "-".join(sections) + ".json")
+    data = json.load(open(tmp_path / js))
+    assert data["errors"] == {}
+    timed = [r for r in data["rows"] if not r.get("kind")]
+    assert {r["section"] for r in timed} == set(sections)
+    for r in timed:
+        assert r["numba_ms"] > 0 and r["torch_ms"] > 0 and r["numba_vs_torch"] > 0
+    assert "ANCHORS" not in open(tmp_path / js.replace(".json", ".md")).read()
+    return data
+
+
+@pytest.mark.torch
+def test_ops_and_train_step_sections_smoke(tmp_path, torch, runner):
+    data = _smoke(runner, tmp_path, ["ops", "train_step"])
+    steps = [r for r in data["rows"] if r["section"] == "train_step"]
+    assert steps[0]["name"] == "nanoGPT CPU recipe step" and steps[0]["numpy_ms"] > 0
+    assert steps[0]["first_step_loss_diff"] <= 1e-5
+    assert [r["name"] for r in steps[1:]] == ["floor: the step's kernels alone, replayed",
+                                              "floor: the step's matmuls alone, replayed"]
+    assert len([r for r in data["rows"] if r["section"] == "ops"]) == 5
+
+
+@pytest.mark.slow  # the memory measurement runs the NumPy reference at T=4096 (~0.5 GB)
+@pytest.mark.torch
+def test_attention_section_smoke(tmp_path, torch, runner):
+    data = _smoke(runner, tmp_path, ["attention"])
+    assert [r["name"] for r in data["rows"]] == ["causal (12,4,64,32)", "causal (4,8,256,64)",
+                                                 "peak extra memory T=4096"]
+    (mem,) = [r for r in data["rows"] if r.get("kind") == "memory"]
+    assert mem["numba_tracemalloc_bytes"] < mem["T*T*4_bytes"]  # O(T) memory, not a T x T matrix
+
+
+@pytest.mark.torch
+def test_generate_section_smoke(tmp_path, torch, runner):
+    pytest.importorskip("transformers")
+    assert runner(["--quick", "--only", "generate", "--reps", "1", "--out", str(tmp_path)]) == 0
+    (js,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
+    (row,) = json.load(open(tmp_path / js))["rows"]
+    assert row["name"] == "recipe, 50 new tokens" and row["numba_tok_s"] > 0 and row["torch_tok_s"] > 0
+    assert row["same_tokens_numba_vs_hf"] == 1.0
+
+
+@pytest.mark.torch
+def test_cold_start_runs_a_fresh_process_per_side(torch):
+    """The cold-start section's script, once per side: each fresh process imports, builds and steps."""
+    for side in ("numpy", "torch"):
+        out = cold_start._cold_once(side)
+        assert out["import_s"] > 0 and out["first_step_s"] > 0 and out["second_step_s"] > 0
+        assert out["import_first_step_s"] == out["import_s"] + out["first_step_s"] < out["process_s"]
 
 
 def test_profile_step_ops_names_the_ops_and_the_matmuls():
@@ -110,9 +189,9 @@ def test_profile_step_ops_names_the_ops_and_the_matmuls():
 
 def _tiny_recipe_step():
     from tinyllm.train import TrainConfig
-    cfg = TrainConfig(**R.TINY)
-    model, step, x, y = R.tinyllm_recipe(cfg)
-    return cfg, model, R._tl_side("numba", step)
+    cfg = TrainConfig(**cold_start.TINY)
+    model, step, x, y = train_step.tinyllm_recipe(cfg)
+    return cfg, model, H.tinyllm_side("numba", step)
 
 
 def test_kernel_replay_records_each_kernel_call_once_and_replays_them():
@@ -149,13 +228,13 @@ def test_step_floors():
     """The training-step section's floor sides: the replay of all kernels and of the matmuls alone."""
     cfg, model, step = _tiny_recipe_step()
     step()
-    floors = R._step_floors({"numba": step, "torch": lambda: None})
+    floors = train_step.step_floors({"numba": step, "torch": lambda: None})
     assert list(floors) == ["floor: the step's kernels alone, replayed", "floor: the step's matmuls alone, replayed"]
     everything, matmuls = floors.values()
     assert len(everything) > len(matmuls) == 3 * (4 * cfg.n_layer + 1)
-    times = R.alternate({"torch": lambda: None, **floors}, reps=2, warmup=1, settle=False, cooldown=0)
+    times = H.alternate({"torch": lambda: None, **floors}, reps=2, warmup=1, settle=False, cooldown=0)
     assert all(len(t) == 2 and min(t) > 0 for t in times.values())  # the replays time themselves
-    assert R._step_floors({"numba": step}) == {}  # no torch, no floor rows
+    assert train_step.step_floors({"numba": step}) == {}  # no torch, no floor rows
 
 
 def test_profile_step_floor_times_each_kernel():
