@@ -280,8 +280,9 @@ def _greedy_or_sample(step, reorder, ids, state, max_length, do_sample, warp, ng
     out[:, :ids.shape[1]] = ids
     cur = ids.shape[1]
     unfinished = np.ones(N, dtype=bool)
+    processed = bool(ngram) or warp is not None
     while True:
-        scores = _process(out[:, :cur], logits, ngram, warp)
+        scores = _process(out[:, :cur], logits, ngram, warp) if processed else logits
         if do_sample:
             nxt = _sample_rows(_softmax(scores), rng)
         else:

@@ -178,8 +178,8 @@ class TextVAE(nn.Module):
     @staticmethod
     def reorder_state(state, rows):
         """Keep, repeat or reorder the batch rows of z (N, latent) and of (h, c), each (num_layers, N, hidden)."""
-        z, (h, c) = state
-        return z[rows], (h[:, rows], c[:, rows])
+        z, lstm_state = state
+        return z[rows], None if lstm_state is None else tuple(s[:, rows] for s in lstm_state)
 
     # -- sampling, reconstruction, interpolation ------------------------------------------------
     def _decode_from(self, z, first, length, do_sample=False, temperature=1.0, seed=None):
