@@ -174,8 +174,8 @@ def test_greedy_generate_agrees_with_the_full_forward(kind):
     a = m.generate(prompt, max_new_tokens=10, do_sample=True, temperature=0.9, top_k=5, top_p=0.9, seed=7)
     b = m.generate(prompt, max_new_tokens=10, do_sample=True, temperature=0.9, top_k=5, top_p=0.9, seed=7)
     np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="beam search"):
-        m.generate(prompt, max_new_tokens=2, num_beams=2)
+    beams = m.generate(prompt, max_new_tokens=6, num_beams=3, num_return_sequences=2)  # the shared loop's beams
+    assert beams.shape == (4, 9) and np.array_equal(beams[::2, :3], prompt)
 
 
 # ---------------------------------------------------------------------------------------------

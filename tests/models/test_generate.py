@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import tinyllm as tl
-from tinyllm.generate import (generate, no_repeat_ngram, temperature_warp, top_k_filter, top_p_filter,
-                              _sample_rows)
+from tinyllm.generate import generate, no_repeat_ngram, temperature_warp, top_k_filter, top_p_filter
+from tinyllm.models.decoding import _sample_rows
 from tinyllm.models.gpt import GPT, GPTConfig
 
 V = 64  # vocab of the golden model

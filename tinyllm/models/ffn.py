@@ -17,8 +17,10 @@ import numpy as np
 
 from .. import nn
 from ..autograd import cat
+from .checks import token_ids
 from .config import ConfigDict
-from .lstm_lm import lm_loss, run_in_eval_mode, sample_loop, token_ids
+from .decoding import decode, eval_mode
+from .lstm_lm import lm_loss
 
 
 @dataclass
@@ -49,7 +51,7 @@ class FeedForwardLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx, targets=None):
-        ids = token_ids(idx, self.config.vocab_size, "FeedForwardLM")
+        ids = token_ids(idx, "FeedForwardLM", self.config.vocab_size)
         B, T = ids.shape
         n = self.config.context
         padded = np.concatenate([np.full((B, n - 1), self.pad_id, dtype=ids.dtype), ids], axis=1)  # (B, T+n-1)
@@ -61,15 +63,20 @@ class FeedForwardLM(nn.Module):
         loss = lm_loss(logits, targets, "FeedForwardLM") if targets is not None else None
         return logits, loss
 
-    def step(self, ids, state):
-        """Decoding: the state is every token so far; only the last ``context`` of them matter."""
+    # -- decoding: the shared loop in decoding.py drives these two -----------------------------
+    def decode_step(self, ids, state):
+        """Logits (N, V) of the token after ``ids`` (N, t); the state is the last ``context`` tokens so far."""
         seen = ids if state is None else np.concatenate([state, ids], axis=1)
         logits, _ = self.forward(seen[:, -self.config.context:])
         return logits.data[:, -1], seen[:, -self.config.context:]
 
-    def generate(self, input_ids, max_new_tokens=None, do_sample=False, temperature=1.0, top_k=None, top_p=None,
-                 seed=None, **kwargs):
-        """The prompt plus new tokens (int64 (B, T + new)), ``tinyllm.generate``'s argument names."""
-        return run_in_eval_mode(self, lambda: sample_loop(
-            self.step, input_ids, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-            top_p=top_p, seed=seed, name="FeedForwardLM.generate", **kwargs))
+    @staticmethod
+    def reorder_state(state, rows):
+        return state[rows]
+
+    def generate(self, input_ids, max_new_tokens=None, **kwargs):
+        """The prompt plus new tokens: int64 (B * num_return_sequences, T_out), with ``tinyllm.generate``'s
+        options (greedy, sampling, beam search)."""
+        with eval_mode(self):
+            return decode(self.decode_step, self.reorder_state, input_ids, None, max_new_tokens=max_new_tokens,
+                          vocab_size=self.config.vocab_size, name="FeedForwardLM.generate", **kwargs)

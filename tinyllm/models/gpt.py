@@ -2,7 +2,8 @@
 
 Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> GELU MLP -> residual),
 a final LayerNorm and an lm_head tied to the token embedding. Parameter names are GPT-2's, so Hugging
-Face checkpoints load with ``GPT.from_pretrained(dir)``. Generation lives in ``generate.py``.
+Face checkpoints load with ``GPT.from_pretrained(dir)``. ``generate`` runs the shared loop of ``decoding.py``
+on the KV cache.
 """
 import json
 import math
@@ -15,7 +16,9 @@ from .. import nn
 from ..autograd import Tensor
 from ..backend import default_dtype
 from ..nn import functional as F
+from .checks import token_ids
 from .config import ConfigDict
+from .decoding import decode, eval_mode
 
 
 @dataclass
@@ -147,23 +150,9 @@ class GPT(nn.Module):
                 n -= self.wpe.weight.numel()
         return n
 
-    def _check_idx(self, idx, past=0):
-        ids = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
-        if ids.ndim != 2:
-            raise ValueError(f"GPT: idx must have shape (B, T), got {ids.shape}")
-        if ids.dtype.kind not in "iu":
-            raise ValueError(f"GPT: idx must hold integer token ids, got dtype {ids.dtype}")
-        T = ids.shape[1]
-        if past + T > self.config.block_size:
-            raise ValueError(f"GPT: sequence length {past + T} exceeds block_size {self.config.block_size}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
-            bad = ids.min() if ids.min() < 0 else ids.max()
-            raise ValueError(f"GPT: token id {int(bad)} is outside the vocabulary (size {self.config.vocab_size})")
-        return ids
-
     def forward(self, idx, targets=None, caches=None):
         past = len(caches[0]) if caches else 0
-        ids = self._check_idx(idx, past)
+        ids = token_ids(idx, "GPT", self.config.vocab_size, max_positions=self.config.block_size, past=past)
         B, T = ids.shape
         tok = self.wte(ids)  # (B, T, C)
         if self.config.pos_encoding == "learned":
@@ -187,9 +176,57 @@ class GPT(nn.Module):
         """Empty per-layer key/value caches for incremental decoding."""
         return [nn.KVCache() for _ in self.h]
 
-    def generate(self, input_ids, **kwargs):
-        from ..generate import generate
-        return generate(self, input_ids, **kwargs)
+    # -- decoding: the shared loop in decoding.py drives these two -----------------------------
+    def decode_step(self, ids, caches):
+        """Logits (N, V) of the token after ``ids`` (N, t), which extend the sequences in ``caches``;
+        the caches then hold ``ids`` too."""
+        logits, _ = self(ids, caches=caches)
+        return logits.data[:, -1], caches
+
+    @staticmethod
+    def reorder_state(caches, rows):
+        """Keep, repeat or reorder the batch rows of every layer's keys and values."""
+        for cache in caches:
+            cache.select_rows(rows)
+        return caches
+
+    def generate(self, input_ids, crop_context=False, **kwargs):
+        """Continue ``input_ids`` (B, T) on the KV cache; returns int64 (B * num_return_sequences, T_out).
+
+        Hugging Face ``generate``'s options and semantics for a decoder-only model, token for token
+        (greedy, sampling, beam search; see ``decoding.decode``). The model is fed at most block_size
+        positions. The model runs in eval mode and its train/eval flags are restored afterwards.
+
+        ``crop_context=True`` (greedy and sampling only) lifts the block_size limit the way nanoGPT's
+        ``sample.py`` does: once the sequence is longer than block_size, each next token is predicted
+        from the last block_size tokens alone (a sliding window, recomputed without the cache). HF has
+        no such mode; inside block_size the two agree token for token.
+        """
+        step, reorder, max_positions = self.decode_step, self.reorder_state, self.config.block_size
+        if crop_context:
+            if kwargs.get("num_beams", 1) != 1:
+                raise ValueError("generate: crop_context (a sliding window past block_size) supports greedy and "
+                                 "sampling only, not beam search")
+            step, reorder, max_positions = self._window_step, self._reorder_window, None
+        state = (self.new_caches(), None) if crop_context else self.new_caches()
+        with eval_mode(self):
+            return decode(step, reorder, input_ids, state, vocab_size=self.config.vocab_size,
+                          max_positions=max_positions, **kwargs)
+
+    def _window_step(self, ids, state):
+        """``decode_step`` on the last block_size tokens: once the caches are full, they are rebuilt from
+        those tokens alone. The state is (caches, the last block_size tokens)."""
+        caches, recent = state
+        window = self.config.block_size
+        recent = (ids if recent is None else np.concatenate([recent, ids], axis=1))[:, -window:]
+        if len(caches[0]) + ids.shape[1] > window:
+            caches, ids = self.new_caches(), recent
+        logits, caches = self.decode_step(ids, caches)
+        return logits, (caches, recent)
+
+    def _reorder_window(self, state, rows):
+        caches, recent = state
+        return self.reorder_state(caches, rows), recent[rows]
 
     # -- Hugging Face GPT-2 checkpoints ------------------------------------------------------
     @classmethod

@@ -5,17 +5,19 @@
 
 Padding masks work on both sides: encoder keys and cross-attention keys skip the source's padding, and
 target padding is ignored by the loss (``ignore_index`` = pad). ``translate`` decodes greedily or with
-beam search through ``tinyllm.generate`` (the decoder is wrapped so that it looks like a decoder-only
-model with a cache: the cache holds the source memory and the prefix, and follows beams' rows).
+beam search through the shared decoding loop (``decoding.py``); its state is the source memory and
+the target prefix, whose rows follow the beams.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import nn
-from ..autograd import Tensor
+from ..autograd import Tensor, no_grad
 from ..nn import functional as F
+from .checks import token_ids
 from .config import ConfigDict
+from .decoding import decode, eval_mode
 from .gpt import sinusoidal_positions
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # tinyllm.translation's SPECIALS
@@ -106,19 +108,10 @@ class Seq2SeqTransformer(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
-    def _check(self, ids, vocab, name):
-        ids = ids.data if isinstance(ids, Tensor) else np.asarray(ids)
-        if ids.ndim != 2 or ids.dtype.kind not in "iu":
-            raise ValueError(f"Seq2SeqTransformer: {name} must be integer ids of shape (B, T), got {ids.dtype} {ids.shape}")
-        if ids.shape[1] > self.config.max_len:
-            raise ValueError(f"Seq2SeqTransformer: {name} has {ids.shape[1]} positions, more than max_len {self.config.max_len}")
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-            raise ValueError(f"Seq2SeqTransformer: {name} holds an id outside its vocabulary of {vocab}")
-        return ids
-
     def encode(self, src):
         """(memory (B, S, C), src_mask (B, 1, 1, S) with True where a key may be attended)."""
-        src = self._check(src, self.config.src_vocab_size, "src")
+        src = token_ids(src, "Seq2SeqTransformer", self.config.src_vocab_size, what="src",
+                        max_positions=self.config.max_len, positions_name="max_len")
         mask = (src != PAD)[:, None, None, :]
         x = self.drop(self.src_emb(src) * self.scale + self.pos[:src.shape[1]])
         for layer in self.encoder:
@@ -126,7 +119,8 @@ class Seq2SeqTransformer(nn.Module):
         return self.ln_enc(x), mask
 
     def decode(self, tgt_in, memory, src_mask):
-        tgt_in = self._check(tgt_in, self.config.tgt_vocab_size, "tgt")
+        tgt_in = token_ids(tgt_in, "Seq2SeqTransformer", self.config.tgt_vocab_size, what="tgt",
+                           max_positions=self.config.max_len, positions_name="max_len")
         x = self.drop(self.tgt_emb(tgt_in) * self.scale + self.pos[:tgt_in.shape[1]])
         for layer in self.decoder:
             x = layer(x, memory, src_mask)
@@ -142,53 +136,32 @@ class Seq2SeqTransformer(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1), ignore_index=PAD)
         return logits, loss
 
+    # -- decoding: the shared loop in decoding.py drives these two -----------------------------
+    def decode_step(self, ids, state):
+        """Logits (N, V) of the target token after ``ids`` (N, t). The state is (source memory, its mask,
+        the target prefix so far or None); the decoder reads the whole prefix again at every step."""
+        memory, src_mask, prefix = state
+        prefix = ids if prefix is None else np.concatenate([prefix, ids], axis=1)
+        logits = self.decode(prefix, memory, src_mask)
+        return logits.data[:, -1], (memory, src_mask, prefix)
+
+    @staticmethod
+    def reorder_state(state, rows):
+        """Keep, repeat or reorder the batch rows of the memory, its mask and the prefix."""
+        memory, src_mask, prefix = state
+        return memory[rows], src_mask[rows], None if prefix is None else prefix[rows]
+
     def translate(self, src, max_new_tokens=None, num_beams=1, **kwargs):
-        """Target ids (B, T_out) after BOS, stopping at EOS; greedy or beam search via ``tinyllm.generate``."""
-        from ..autograd import no_grad
-        from ..generate import generate
-        src = self._check(src, self.config.src_vocab_size, "src")
-        with no_grad():
-            memory, mask = self.encode(src)
-        view = _DecoderView(self, memory, mask)
-        bos = np.full((src.shape[0], 1), BOS, dtype=np.int64)
-        out = generate(view, bos, max_new_tokens=max_new_tokens or self.config.max_len - 1, num_beams=num_beams,
-                       eos_token_id=EOS, pad_token_id=PAD, **kwargs)
+        """Target ids (B * num_return_sequences, T_out) after BOS, stopping at EOS: greedy, sampling or
+        beam search with ``tinyllm.generate``'s options, in eval mode."""
+        src = token_ids(src, "Seq2SeqTransformer.translate", self.config.src_vocab_size, what="src",
+                        max_positions=self.config.max_len, positions_name="max_len")
+        with eval_mode(self):
+            with no_grad():
+                memory, mask = self.encode(src)
+            bos = np.full((memory.shape[0], 1), BOS, dtype=np.int64)
+            out = decode(self.decode_step, self.reorder_state, bos, (memory, mask, None),
+                         max_new_tokens=max_new_tokens or self.config.max_len - 1, num_beams=num_beams,
+                         eos_token_id=EOS, pad_token_id=PAD, vocab_size=self.config.tgt_vocab_size,
+                         max_positions=self.config.max_len, name="Seq2SeqTransformer.translate", **kwargs)
         return out[:, 1:]
-
-
-class _PrefixCache:
-    """The decoding state one 'layer' of the view keeps: source memory, its mask, and the prefix so far."""
-
-    def __init__(self, memory, mask):
-        self.memory, self.mask, self.ids = memory, mask, None
-
-    def __len__(self):
-        return 0 if self.ids is None else self.ids.shape[1]
-
-    def select_rows(self, rows):
-        self.memory = Tensor._wrap(self.memory.data[rows])
-        self.mask = self.mask[rows]
-        if self.ids is not None:
-            self.ids = self.ids[rows]
-
-
-class _DecoderView:
-    """The decoder seen as a decoder-only model with a cache, so ``generate`` can drive it."""
-
-    def __init__(self, model, memory, mask):
-        self.model, self.memory, self.mask = model, memory, mask
-        self.config = type("C", (), {"block_size": model.config.max_len})()
-        self.training = False
-
-    def new_caches(self):
-        return [_PrefixCache(self.memory, self.mask)]
-
-    def __call__(self, ids, caches=None):
-        cache = caches[0]
-        ids = np.asarray(ids)
-        cache.ids = ids if cache.ids is None else np.concatenate([cache.ids, ids], axis=1)
-        if cache.memory.shape[0] != cache.ids.shape[0]:  # num_return_sequences / beams repeat rows
-            raise RuntimeError("decoder view: memory and prefix rows disagree")
-        logits = self.model.decode(cache.ids, cache.memory, cache.mask)
-        return logits[:, -ids.shape[1]:], None
-

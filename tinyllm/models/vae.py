@@ -42,8 +42,10 @@ import numpy as np
 from .. import backend, nn
 from ..autograd import Tensor, cat, no_grad
 from ..nn import functional as F
+from .checks import token_ids
 from .config import ConfigDict
-from .lstm_lm import lm_loss, run_in_eval_mode, sample_loop, token_ids
+from .decoding import decode, eval_mode
+from .lstm_lm import lm_loss
 
 
 @dataclass
@@ -104,7 +106,7 @@ class TextVAE(nn.Module):
     # -- the pieces -----------------------------------------------------------------------------
     def encode(self, idx):
         """(mu, logvar), each (B, latent), of q(z | idx)."""
-        ids = token_ids(idx, self.config.vocab_size, "TextVAE")
+        ids = token_ids(idx, "TextVAE", self.config.vocab_size)
         _, (h, _) = self.encoder(self.wte(ids.T))  # h: (L, B, H)
         stats = self.to_latent(h[-1])  # (B, 2 * latent)
         k = self.config.latent_size
@@ -137,7 +139,7 @@ class TextVAE(nn.Module):
     # -- forward: the negative ELBO per token ----------------------------------------------------
     def forward(self, idx, targets=None, eps=None):
         """``logits, loss``. ``eps`` (B, latent) fixes the reparameterisation noise (for gradchecks)."""
-        ids = token_ids(idx, self.config.vocab_size, "TextVAE")
+        ids = token_ids(idx, "TextVAE", self.config.vocab_size)
         B, T = ids.shape
         mu, logvar = self.encode(ids)
         eps = self._eps(mu.shape, mu.dtype) if eps is None else (eps.data if isinstance(eps, Tensor) else eps)
@@ -166,44 +168,51 @@ class TextVAE(nn.Module):
         sink = Tensor(np.broadcast_to(np.log(-np.expm1(-kd)), logits.shape[:2] + (1,)).astype(logits.dtype))
         return cat([logp, sink], dim=-1)  # (B, T, V + 1)
 
+    # -- decoding: the shared loop in decoding.py drives these two -----------------------------
+    def decode_step(self, ids, state):
+        """Logits (N, V) of the token after ``ids`` (N, t); the state is (z, the decoder's (h, c) or None)."""
+        z, lstm_state = state
+        logits, lstm_state = self.decode(z, ids, lstm_state)
+        return logits.data[:, -1], (z, lstm_state)
+
+    @staticmethod
+    def reorder_state(state, rows):
+        """Keep, repeat or reorder the batch rows of z (N, latent) and of (h, c), each (num_layers, N, hidden)."""
+        z, lstm_state = state
+        return z[rows], None if lstm_state is None else tuple(s[:, rows] for s in lstm_state)
+
     # -- sampling, reconstruction, interpolation ------------------------------------------------
     def _decode_from(self, z, first, length, do_sample=False, temperature=1.0, seed=None):
         """Tokens (N, length) decoded from latent codes z (N, latent) after the start tokens ``first`` (N,)."""
         z = Tensor(np.asarray(z.data if isinstance(z, Tensor) else z, dtype=self.lm_head.weight.dtype))
-
-        def step(ids, state):
-            logits, state = self.decode(z, ids, state)
-            return logits.data[:, -1], state
-
-        out = sample_loop(step, np.asarray(first, dtype=np.int64)[:, None], length, do_sample=do_sample,
-                          temperature=temperature, seed=seed, name="TextVAE")
+        first = np.asarray(first, dtype=np.int64)[:, None]  # may be UNK, outside the vocabulary
+        out = decode(self.decode_step, self.reorder_state, first, (z, None), max_new_tokens=length,
+                     do_sample=do_sample, temperature=temperature, seed=seed, name="TextVAE")
         return out[:, 1:]
 
     def sample_prior(self, n, length, seed=None, temperature=1.0, do_sample=True):
         """n sequences of ``length`` tokens from z ~ N(0, I), each decoded after the UNK start token."""
         rng = np.random.default_rng(seed) if seed is not None else backend.rng()
         z = rng.standard_normal((n, self.config.latent_size))
-        return run_in_eval_mode(self, lambda: self._decode_from(
-            z, np.full(n, self.unk_id), length, do_sample, temperature, seed=None if seed is None else seed + 1))
+        with eval_mode(self):
+            return self._decode_from(z, np.full(n, self.unk_id), length, do_sample, temperature,
+                                     seed=None if seed is None else seed + 1)
 
     def reconstruct(self, idx):
         """Greedy decoding from z = mu(idx): (B, T) tokens, the first copied from idx (the decoder
         always starts from the window's first token, as in training)."""
-        ids = token_ids(idx, self.config.vocab_size, "TextVAE")
-
-        def run():
+        ids = token_ids(idx, "TextVAE", self.config.vocab_size)
+        with eval_mode(self):
             with no_grad():
                 mu, _ = self.encode(ids)
             rest = self._decode_from(mu, ids[:, 0], ids.shape[1] - 1) if ids.shape[1] > 1 else ids[:, :0]
             return np.concatenate([ids[:, :1].astype(np.int64), rest], axis=1)
-        return run_in_eval_mode(self, run)
 
     def interpolate(self, idx_a, idx_b, steps=5):
         """Greedy decodings (steps, T) along the line from mu(a) to mu(b), all from a's first token."""
         a = np.asarray(idx_a.data if isinstance(idx_a, Tensor) else idx_a).reshape(1, -1)
         b = np.asarray(idx_b.data if isinstance(idx_b, Tensor) else idx_b).reshape(1, -1)
-
-        def run():
+        with eval_mode(self):
             with no_grad():
                 za, zb = self.encode(a)[0].data, self.encode(b)[0].data
             alpha = np.linspace(0.0, 1.0, steps)[:, None]
@@ -211,20 +220,14 @@ class TextVAE(nn.Module):
             rest = self._decode_from(z, np.full(steps, a[0, 0]), a.shape[1] - 1) if a.shape[1] > 1 \
                 else np.zeros((steps, 0), dtype=np.int64)
             return np.concatenate([np.full((steps, 1), a[0, 0], dtype=np.int64), rest], axis=1)
-        return run_in_eval_mode(self, run)
 
-    def generate(self, input_ids, max_new_tokens=None, do_sample=False, temperature=1.0, top_k=None, top_p=None,
-                 seed=None, **kwargs):
-        """Continue the prompt from one z ~ N(0, I) per row (seeded): int64 (B, T + new)."""
-        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
-        B = 1 if ids.ndim == 1 else ids.shape[0]
+    def generate(self, input_ids, max_new_tokens=None, seed=None, **kwargs):
+        """Continue the prompt from one z ~ N(0, I) per row (seeded): int64 (B * num_return_sequences, T_out),
+        with ``tinyllm.generate``'s options (greedy, sampling, beam search)."""
+        ids = token_ids(input_ids, "TextVAE.generate", self.config.vocab_size, what="input_ids", one_row=True)
         rng = np.random.default_rng(seed) if seed is not None else backend.rng()
-        z = Tensor(rng.standard_normal((B, self.config.latent_size)).astype(self.lm_head.weight.dtype))
-
-        def step(ids, state):
-            logits, state = self.decode(z, ids, state)
-            return logits.data[:, -1], state
-
-        return run_in_eval_mode(self, lambda: sample_loop(
-            step, input_ids, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-            top_p=top_p, seed=None if seed is None else seed + 1, name="TextVAE.generate", **kwargs))
+        z = Tensor(rng.standard_normal((ids.shape[0], self.config.latent_size)).astype(self.lm_head.weight.dtype))
+        with eval_mode(self):
+            return decode(self.decode_step, self.reorder_state, ids, (z, None), max_new_tokens=max_new_tokens,
+                          seed=None if seed is None else seed + 1, vocab_size=self.config.vocab_size,
+                          name="TextVAE.generate", **kwargs)
