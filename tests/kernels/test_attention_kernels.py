@@ -217,11 +217,10 @@ class _Spy:
 
 @pytest.fixture
 def spies(monkeypatch):
-    s = {}
-    for entry in (A.attention_forward, A.attention_backward):
-        for version in ("numba", "numpy"):
-            spy = s[f"{entry.__name__}_{version}"] = _Spy(getattr(entry, version))
-            monkeypatch.setattr(entry, version, spy)
+    s = {name: _Spy(getattr(A, name)) for name in
+         ("attention_forward_numba", "attention_backward_numba", "attention_forward_numpy", "attention_backward_numpy")}
+    for name, spy in s.items():
+        monkeypatch.setattr(A, name, spy)
     return s
 
 

@@ -1,6 +1,8 @@
 """The one dispatcher (tinyllm/kernels/dispatch.py): every kernel entry point runs its NumPy twin with
 the 'numpy' kernel family and in plain mode, and its numba version with 'numba' on valid float32
 NumPy input; float16 and mixed dtypes take the twin whatever the family."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -85,11 +87,17 @@ def _raise(*args, **kwargs):
     raise AssertionError("the numba version ran")
 
 
+def _patch(monkeypatch, entry, version, fn):
+    """Replace an entry point's numba or numpy version where it lives: in its kernel module."""
+    original = getattr(entry, version)
+    monkeypatch.setattr(sys.modules[original.__module__], original.__name__, fn)
+
+
 @pytest.mark.parametrize("mode", ["numpy kernels", "plain"])
 def test_numpy_family_and_plain_mode_run_every_twin(monkeypatch, pool_on, mode):
     cases = _cases()
     for entry in dispatch.KERNELS.values():
-        monkeypatch.setattr(entry, "numba", _raise)
+        _patch(monkeypatch, entry, "numba", _raise)
     for name, make in cases.items():
         entry = dispatch.KERNELS[name]
         with backend.use_kernels("numpy") if mode == "numpy kernels" else backend.use_plain():
@@ -100,25 +108,26 @@ def test_numpy_family_and_plain_mode_run_every_twin(monkeypatch, pool_on, mode):
 
 
 def test_numba_family_runs_every_numba_version_on_float32(monkeypatch, pool_on):
-    ran = []
+    ran, cases = [], _cases()
     for entry in dispatch.KERNELS.values():
-        monkeypatch.setattr(entry, "numba",
-                            lambda *a, _run=entry.numba, _name=entry.name, **kw: ran.append(_name) or _run(*a, **kw))
-        monkeypatch.setattr(entry, "numpy", _raise)
+        _patch(monkeypatch, entry, "numba",
+               lambda *a, _run=entry.numba, _name=entry.name, **kw: ran.append(_name) or _run(*a, **kw))
+        _patch(monkeypatch, entry, "numpy", _raise)
     with backend.use_kernels("numba"):
-        for name, make in _cases().items():
+        for name, make in cases.items():
             assert dispatch.KERNELS[name].uses_numba(*make()), name
             dispatch.KERNELS[name](*make())
-    assert ran == list(_cases())
+    assert ran == list(cases)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, "mixed"])
 def test_other_dtypes_run_the_twin(monkeypatch, pool_on, dtype):
     """float16, or a second float array of another dtype than the first, take the twin."""
+    cases = _cases(np.float16 if dtype == np.float16 else np.float32)
     for entry in dispatch.KERNELS.values():
-        monkeypatch.setattr(entry, "numba", _raise)
+        _patch(monkeypatch, entry, "numba", _raise)
     with backend.use_kernels("numba"):
-        for name, make in _cases(np.float16 if dtype == np.float16 else np.float32).items():
+        for name, make in cases.items():
             entry = dispatch.KERNELS[name]
             args = list(make())
             if dtype == "mixed":
@@ -130,10 +139,14 @@ def test_other_dtypes_run_the_twin(monkeypatch, pool_on, dtype):
             entry(*args)
 
 
+def _twin(x):
+    return "twin"
+
+
 def test_kernel_own_conditions_are_asked_only_for_valid_arrays():
     """``applies`` sees NumPy float arrays only: a list, or an int array, never reaches it."""
     asked = []
-    k = dispatch.Kernel("test.kernel", _raise, lambda x: "twin", applies=lambda x: asked.append(x) or True)
+    k = dispatch.Kernel("test.kernel", _raise, _twin, applies=lambda x: asked.append(x) or True)
     try:
         with backend.use_kernels("numba"):
             assert k([1.0, 2.0]) == "twin" and k(np.arange(3)) == "twin" and asked == []

@@ -1,8 +1,10 @@
 """The one place that chooses, call by call, whether a kernel runs its numba version or its NumPy twin.
 
 Each kernel module declares its entry points (what the ops, the engine and the optimizer call) as
-``Kernel`` objects: the two versions, which take the same arguments, and the kernel's own limits
-(``applies``). A call runs the numba version when all of this holds, else the NumPy twin:
+``Kernel`` objects: the two versions, module-level functions that take the same arguments (looked up
+by name at each call, as a plain function calling them would, so patching the module patches the
+entry point), and the kernel's own limits (``applies``). A call runs the numba version when all of
+this holds, else the NumPy twin:
 
 1. the kernel family is 'numba' (``tinyllm.backend.kernels()``; it is 'numpy' in plain mode);
 2. the arguments at the positions ``floats`` are NumPy (not CuPy) arrays of one dtype, float32 or
@@ -13,6 +15,8 @@ Each kernel module declares its entry points (what the ops, the engine and the o
 Both versions compute the same function, so the choice changes speed, never meaning; tests tie each
 numba version to its twin.
 """
+import sys
+
 import numpy as np
 
 from .. import backend
@@ -22,15 +26,24 @@ KERNELS = {}  # 'module.entry_point' -> Kernel, every entry point of tinyllm.ker
 
 
 class Kernel:
-    """One entry point. Calling it runs ``numba(*args, **kwargs)`` or ``numpy(*args, **kwargs)``
-    (see the module's docstring); ``uses_numba(*args, **kwargs)`` says which it would."""
+    """One entry point. Calling it runs the function named like ``numba`` or the one named like
+    ``numpy`` in their module (see the module's docstring); ``uses_numba(*args, **kwargs)`` says which."""
 
     def __init__(self, name, numba, numpy, floats=(0,), arrays=(), applies=None, doc=None):
-        self.name, self.numba, self.numpy = name, numba, numpy
-        self.floats, self.arrays, self.applies = floats, arrays, applies
+        self.name, self.floats, self.arrays, self.applies = name, floats, arrays, applies
+        self._functions = vars(sys.modules[numba.__module__])  # the kernel module's globals
+        self._numba, self._numpy = numba.__name__, numpy.__name__
         self.__name__ = self.__qualname__ = name.rsplit(".", 1)[-1]
         self.__doc__ = doc
         KERNELS[name] = self
+
+    @property
+    def numba(self):
+        return self._functions[self._numba]
+
+    @property
+    def numpy(self):
+        return self._functions[self._numpy]
 
     def uses_numba(self, *args, **kwargs):
         if backend.kernels() != "numba":
@@ -47,8 +60,8 @@ class Kernel:
         return self.applies is None or bool(self.applies(*args, **kwargs))
 
     def __call__(self, *args, **kwargs):
-        run = self.numba if self.uses_numba(*args, **kwargs) else self.numpy
+        run = self._functions[self._numba if self.uses_numba(*args, **kwargs) else self._numpy]
         return run(*args, **kwargs)
 
     def __repr__(self):
-        return f"<kernel {self.name}: {self.numba.__name__} or {self.numpy.__name__}>"
+        return f"<kernel {self.name}: {self._numba} or {self._numpy}>"
