@@ -31,6 +31,7 @@ class Kernel:
 
     def __init__(self, name, numba, numpy, floats=(0,), arrays=(), applies=None, doc=None):
         self.name, self.floats, self.arrays, self.applies = name, floats, arrays, applies
+        self._first, self._more_floats = floats[0], floats[1:]
         self._functions = vars(sys.modules[numba.__module__])  # the kernel module's globals
         self._numba, self._numpy = numba.__name__, numpy.__name__
         self.__name__ = self.__qualname__ = name.rsplit(".", 1)[-1]
@@ -46,22 +47,24 @@ class Kernel:
         return self._functions[self._numpy]
 
     def uses_numba(self, *args, **kwargs):
+        return self._takes_numba(args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self._functions[self._numba if self._takes_numba(args, kwargs) else self._numpy](*args, **kwargs)
+
+    def _takes_numba(self, args, kwargs):
         if backend.kernels() != "numba":
             return False
-        first = args[self.floats[0]]
+        first = args[self._first]
         if not isinstance(first, np.ndarray) or first.dtype not in FLOAT_DTYPES:
             return False
-        for i in self.floats[1:]:
+        for i in self._more_floats:
             if not isinstance(args[i], np.ndarray) or args[i].dtype != first.dtype:
                 return False
         for i in self.arrays:
             if not isinstance(args[i], np.ndarray):
                 return False
         return self.applies is None or bool(self.applies(*args, **kwargs))
-
-    def __call__(self, *args, **kwargs):
-        run = self._functions[self._numba if self.uses_numba(*args, **kwargs) else self._numpy]
-        return run(*args, **kwargs)
 
     def __repr__(self):
         return f"<kernel {self.name}: {self._numba} or {self._numpy}>"

@@ -38,6 +38,8 @@ def parallel(kernel, work):
     """Run ``kernel``'s parallel driver on ``work``? With more than one thread, when the work reaches
     the kernel's minimum in ``PARALLEL_MIN`` (the one-pool column when the setup holds)."""
     in_pool, shared = PARALLEL_MIN[kernel]
+    if work < in_pool and work < shared:  # too small either way: the common case, answered cheaply
+        return False
     return work >= (in_pool if active() else shared) and threads() > 1
 
 
