@@ -280,11 +280,12 @@ def _describe(a):
     return repr(a)
 
 
-def force_driver(monkeypatch, kernel_module, driver, thresholds=("PARALLEL_MIN_SIZE", "PARALLEL_MIN_SIZE_SHARED")):
+def force_driver(monkeypatch, kernel_module, driver):
     """Make a kernel module pick its parallel (prange) or serial driver whatever the size, in and
-    outside the one-pool setup, by patching its size thresholds."""
-    for name in thresholds:
-        monkeypatch.setattr(kernel_module, name, 0 if driver == "parallel" else 2**62)
+    outside the one-pool setup, by patching its row of the threshold table (kernels/pool.py)."""
+    from tinyllm.kernels import pool
+    n = 0 if driver == "parallel" else 2**62
+    monkeypatch.setitem(pool.PARALLEL_MIN, kernel_module.__name__.rsplit(".", 1)[-1], (n, n))
 
 
 # the golden trajectory's model (tests/test_golden_trajectory.py), over either library

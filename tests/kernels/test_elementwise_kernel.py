@@ -53,14 +53,17 @@ def test_numba_twin_matches_numpy_twin(op, size):
 
 
 @pytest.fixture
-def forced(monkeypatch):
-    """Dispatch to the numba twin whatever the size (when the one-pool setup holds)."""
-    monkeypatch.setattr(E, "PARALLEL_MIN_SIZE", 0)
+def forced(monkeypatch, one_pool):
+    """Dispatch to the numba twin whatever the size, in the one-pool setup (the only one that takes it)."""
+    if not one_pool:
+        pytest.skip("the one-pool setup does not apply on this machine (one numba thread, or a shared BLAS)")
+    monkeypatch.setitem(pool.PARALLEL_MIN, "elementwise", (0, np.inf))
 
 
 def test_dispatch_takes_the_numba_twin_for_large_contiguous_operands(forced):
     a, b = _operands(np.random.default_rng(0), (96, 40), np.float32)
-    assert E._use_numba(a, b) == (pool.active() and tl.backend.kernels() == "numba")
+    with tl.backend.use_kernels("numba"):
+        assert E.add.uses_numba(a, b) and E.add_inplace.uses_numba(a, b) and E.mul_inplace.uses_numba(a, b)
     np.testing.assert_array_equal(E.add(a, b), a + b)
     c = a.copy()
     assert E.add_inplace(c, b) is c
@@ -85,7 +88,7 @@ def test_dispatch_falls_back_to_numpy(forced, case):
         "0-d": (np.array(2.0, np.float32), np.array(3.0, np.float32)),
     }[case]
     if case in ("overlap", "same"):
-        assert not E._use_numba(a, b)
+        assert not E.add.uses_numba(a, b)
     np.testing.assert_array_equal(E.add(a, b), a + b)
     for inplace, reference in ((E.add_inplace, np.add), (E.mul_inplace, np.multiply)):
         if case in ("broadcast", "dtypes") or case == "int" and inplace is E.mul_inplace:
@@ -105,6 +108,8 @@ def test_dispatch_falls_back_to_numpy(forced, case):
 def test_read_only_target_raises_numpys_error(forced):
     a, b = _operands(np.random.default_rng(2), (64, 64), np.float32)
     a.flags.writeable = False
+    with tl.backend.use_kernels("numba"):
+        assert E.add.uses_numba(a, b) and not E.add_inplace.uses_numba(a, b)
     with pytest.raises(ValueError, match="read-only"):
         E.add_inplace(a, b)
     with pytest.raises(ValueError, match="read-only"):
@@ -114,7 +119,7 @@ def test_read_only_target_raises_numpys_error(forced):
 def test_numpy_kernels_setting_selects_the_twin(forced, monkeypatch):
     monkeypatch.setattr(tl.backend, "kernels", lambda: "numpy")
     a, b = _operands(np.random.default_rng(3), (64, 64), np.float32)
-    assert not E._use_numba(a, b)
+    assert not E.add.uses_numba(a, b)
     np.testing.assert_array_equal(E.add(a, b), a + b)
 
 

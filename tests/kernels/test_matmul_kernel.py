@@ -1,6 +1,7 @@
 """The parallel matmul of Linear (tinyllm/kernels/matmul.py) against its NumPy twin, the plain ``@``:
 random shapes (hypothesis), fewer rows than threads, every layout Linear hands it, as plain Python
-(NUMBA_DISABLE_JIT=1); and the dispatch and the one-pool setup of kernels/pool.py."""
+(NUMBA_DISABLE_JIT=1); and the dispatch and the one-pool setup of kernels/pool.py, which
+``tinyllm.backend.tune_for_training()`` switches on (the ``one_pool`` fixture)."""
 import os
 import subprocess
 import sys
@@ -104,10 +105,15 @@ def test_dispatch(monkeypatch):
     assert calls == []
 
 
-def test_linear_uses_the_kernel_and_matches_the_reference(monkeypatch):
+def test_linear_uses_the_kernel_and_matches_the_reference(monkeypatch, one_pool):
     """F.linear forward and backward through the numba matmuls equal the NumPy family's."""
+    if not one_pool:
+        pytest.skip("the one-pool setup does not apply on this machine (one numba thread, or a shared BLAS)")
     rng = np.random.default_rng(0)
     x0, w0 = rng.standard_normal((6, 50, 64)), rng.standard_normal((96, 64))
+    calls = []
+    for name in ("matmul_numba", "matmul_tn_numba"):
+        monkeypatch.setattr(MM, name, lambda a, b, run=getattr(MM, name): calls.append(1) or run(a, b))
     results = []
     for family in ("numba", "numpy"):
         with backend.use_kernels(family):
@@ -116,15 +122,19 @@ def test_linear_uses_the_kernel_and_matches_the_reference(monkeypatch):
             y = tl.nn.functional.linear(x, w)
             (y * y).sum().backward()
             results.append((y.data, x.grad, w.grad))
+        if family == "numba":
+            assert len(calls) == 3  # x W^T, dy W, dy^T x
+    assert len(calls) == 3
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
-def test_one_pool_setup_leaves_numpy_blas_alone():
+def test_one_pool_setup_leaves_numpy_blas_alone(one_pool):
     """When the setup is active, the BLAS numba calls runs on one thread and numpy's keeps its own."""
     from threadpoolctl import ThreadpoolController
-    if not pool.active():
-        pytest.skip("the one-pool setup is off on this machine (one numba thread, or a shared BLAS)")
+    if not one_pool:
+        pytest.skip("the one-pool setup does not apply on this machine (one numba thread, or a shared BLAS)")
+    assert pool.active()
     libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
     scipy_libs = [c for c in libs if "scipy" in os.path.basename(os.path.dirname(c.filepath))
                   and "numpy" not in c.filepath]
@@ -134,13 +144,37 @@ def test_one_pool_setup_leaves_numpy_blas_alone():
         assert numpy_libs and all(c.num_threads > 1 for c in numpy_libs)
 
 
+def test_one_pool_is_off_until_asked_and_restored_after():
+    """Importing tinyllm leaves the setup off; tune_for_training() switches it on (where it applies)
+    and restore_defaults() gives scipy's BLAS its threads back."""
+    code = textwrap.dedent("""
+        import scipy.linalg.cython_blas  # the BLAS the setup limits, loaded before counting threads
+        from threadpoolctl import ThreadpoolController
+        from tinyllm import backend
+        from tinyllm.kernels import pool
+        blas = lambda: sorted((c.filepath, c.num_threads) for c in ThreadpoolController().lib_controllers
+                              if c.user_api == "blas")
+        before = blas()
+        print('imported', pool.active())
+        print('tuned', backend.tune_for_training()['one_pool'], pool.active())
+        backend.restore_defaults()
+        print('restored', pool.active(), blas() == before)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "imported False" in res.stdout and "restored False True" in res.stdout
+    tuned = res.stdout.split("tuned ")[1].split()
+    assert tuned[0] == tuned[1]  # what tune_for_training() reports is what holds
+
+
 def test_one_pool_switch_and_plain_python():
-    """TINYLLM_ONE_POOL=0 turns the setup off (numpy's matmul and one-thread kernels, as before);
-    NUMBA_DISABLE_JIT=1 runs the numba twin as plain Python."""
-    off = "from tinyllm.kernels import pool; print('active', pool.active())"
+    """TINYLLM_ONE_POOL=0 makes tune_for_training() leave the setup off (numpy's matmul and
+    one-thread kernels); NUMBA_DISABLE_JIT=1 runs the numba version as plain Python."""
+    off = ("from tinyllm import backend; from tinyllm.kernels import pool; "
+           "print('one_pool', backend.tune_for_training()['one_pool'], pool.active())")
     res = subprocess.run([sys.executable, "-c", off], env=dict(os.environ, TINYLLM_ONE_POOL="0"),
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "active False" in res.stdout, res.stderr[-3000:]
+    assert res.returncode == 0 and "one_pool False False" in res.stdout, res.stderr[-3000:]
     code = textwrap.dedent("""
         import numpy as np
         from numba import config

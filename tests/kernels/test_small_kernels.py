@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinyllm import backend
 from tinyllm.kernels import adam as K
 
 from helpers import force_driver
@@ -64,7 +65,9 @@ def test_both_drivers_are_bit_identical_to_numpy_twin(monkeypatch, driver, amsgr
 def test_dispatch_uses_the_reference_for_non_contiguous_state():
     p = np.ones((4, 6), np.float32)
     m = np.zeros((6, 4), np.float32).T  # a view: not C-contiguous
-    assert not K._use_numba(p, m, np.zeros_like(p))
+    assert not K.adam_step.uses_numba(p, np.ones_like(p), m, np.zeros_like(p))
+    with backend.use_kernels("numba"):
+        assert K.adam_step.uses_numba(p, np.ones_like(p), np.zeros_like(p), np.zeros_like(p))
     K.adam_step(p, np.ones_like(p), m, np.zeros_like(p), None, 0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, True, False, False)
     assert np.all(p < 1)
 

@@ -1,4 +1,4 @@
-"""The Adam / AdamW update of one parameter, in place: the NumPy reference twin and a fused numba one.
+"""The Adam / AdamW update of one parameter, in place: the NumPy reference twin and a fused numba version.
 
 torch's single-tensor rule, operation for operation (so float32 results are bit-identical to it):
 
@@ -9,20 +9,18 @@ torch's single-tensor rule, operation for operation (so float32 results are bit-
     v_max = max(v_max, v)                 (amsgrad; the denominator then uses v_max)
     p -= step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
 
-NumPy runs that as ~10 passes over the parameter with temporaries; the numba twin does one pass and
-allocates nothing. Scalars are rounded to the parameter's dtype first, as torch's CPU kernels do.
+NumPy runs that as ~10 passes over the parameter with temporaries; the numba version does one pass
+and allocates nothing. Scalars are rounded to the parameter's dtype first, as torch's CPU kernels do.
 Large parameters are split into one contiguous chunk per thread (every element is updated on its own,
 so the result does not depend on the split): the pass is bound by memory bandwidth, which one core
-does not saturate. The recipe's AdamW step went 1.15 -> 0.79 ms on 2 threads (in-process A/B).
+does not saturate.
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import backend
 from . import pool
-
-PARALLEL_MIN_SIZE = 2 ** 14  # elements; smaller parameters run on one thread (the pool's start, pool.py)
-PARALLEL_MIN_SIZE_SHARED = 2 ** 20  # the same outside the one-pool setup (BLAS threads may be spinning)
+from .dispatch import Kernel
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -58,7 +56,7 @@ def adam_step_numpy(p, grad, m, v, v_max, lr, beta1, beta2, eps, wd, step, decou
     p -= step_size * m / denom
 
 
-# -------------------------------------------------------------------------- numba twin
+# -------------------------------------------------------------------------- numba version
 @njit(cache=True, error_model="numpy")
 def _adam_fused(p, grad, m, v, v_max, decay, l2, w_lerp, one_m_w, small_w, beta2, one_m_beta2, step_size, bc2_sqrt,
                 eps, amsgrad, maximize):
@@ -103,19 +101,16 @@ def adam_step_numba(p, grad, m, v, v_max, lr, beta1, beta2, eps, wd, step, decou
     vm = v_max.reshape(-1) if amsgrad else flat[3]
     args = (decay, l2, t(w), t(1 - w), abs(w) < 0.5, t(beta2), t(1 - beta2), t(lr / (1 - beta1 ** step)),
             t((1 - beta2 ** step) ** 0.5), t(eps), amsgrad, maximize)
-    if pool.parallel(p.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED):
+    if pool.parallel("adam", p.size):
         _adam_parallel(*flat, vm, *args, pool.threads())
     else:
         _adam_fused(*flat, vm, *args)
 
 
-# -------------------------------------------------------------------------- dispatch
-def _use_numba(p, m, v):
-    return (backend.kernels() == "numba" and isinstance(p, np.ndarray) and p.dtype in (np.float32, np.float64)
-            and all(x.flags.c_contiguous and x.dtype == p.dtype for x in (p, m, v)))
+# -------------------------------------------------------------------------- entry points
+def _contiguous_state(p, grad, m, v, *rest):
+    return p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
 
 
-def adam_step(p, grad, m, v, v_max, lr, beta1, beta2, eps, wd, step, decoupled, amsgrad, maximize):
-    """One Adam(W) update in place, on the numba kernel where it applies, else the reference."""
-    run = adam_step_numba if _use_numba(p, m, v) else adam_step_numpy
-    run(p, grad, m, v, v_max, lr, beta1, beta2, eps, wd, step, decoupled, amsgrad, maximize)
+adam_step = Kernel("adam.adam_step", adam_step_numba, adam_step_numpy, floats=(0, 2, 3), applies=_contiguous_state,
+                   doc="One Adam(W) update of p, m, v (and v_max) in place; ``step`` counts this update.")

@@ -1,5 +1,5 @@
 """Softmax cross-entropy with class-id targets on plain (N, C) logits: the NumPy reference twin and a
-fused numba one (one sweep per row for the forward, one for the backward; nothing of size N x C but
+fused numba version (one sweep per row for the forward, one for the backward; nothing of size N x C but
 the gradient itself is allocated).
 
 Per row i with target y (rows whose target is ``ignore_index`` count for nothing):
@@ -20,13 +20,11 @@ from numba import njit, prange
 
 from .. import backend
 from . import pool
-from .flash_attention import _exp_inplace
+from .dispatch import Kernel
+from .fastmath import exp_inplace, exp_shifted_rows
 from .reduce import sum64
-from .softmax import exp_shifted_rows
 
 ROWS_PER_BLOCK = 64  # a parallel work item
-PARALLEL_MIN_SIZE = 2 ** 15  # N * C; below it one thread wins (the pool's start, see pool.py)
-PARALLEL_MIN_SIZE_SHARED = 2 ** 21  # the same outside the one-pool setup
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -60,7 +58,7 @@ def cross_entropy_backward_numpy(logits, target, weight, ignore_index, label_smo
     return xp.where(valid[:, None], grad, 0).astype(logits.dtype)  # ignored rows: 0, even if g is inf
 
 
-# -------------------------------------------------------------------------- numba twin
+# -------------------------------------------------------------------------- numba version
 @njit(cache=True, error_model="numpy")
 def _block_lse(x, lo, hi, buf, ibuf, fast, lse):
     """lse[i] = log sum exp of x's rows lo..hi (float32 rows use the fast exp); buf: scratch."""
@@ -110,7 +108,7 @@ def _ce_backward_block(blk, x, target, w, ignore_index, eps, fast, lse, g_rows, 
             for c in range(C):
                 gr[c] = np.float64(xr[c]) - lse[i]  # rounded to float32 only after subtracting
         block = grad[lo:hi].reshape((hi - lo) * C)
-        _exp_inplace(block, block.size, np.empty(block.size, np.int32), True)
+        exp_inplace(block, block.size, np.empty(block.size, np.int32), True)
     for i in range(lo, hi):
         gr = grad[i]
         y = target[i]
@@ -158,7 +156,7 @@ def _ce_backward_parallel(x, target, w, ignore_index, eps, fast, lse, g_rows, w_
 
 
 def _parallel(x):
-    return pool.parallel(x.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED)
+    return pool.parallel("cross_entropy", x.size)
 
 
 def _weights(weight, C):
@@ -188,16 +186,8 @@ def cross_entropy_backward_numba(logits, target, weight, ignore_index, label_smo
     return grad
 
 
-# -------------------------------------------------------------------------- dispatch
-def _use_numba(x):
-    return backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
-
-
-def forward(logits, target, weight, ignore_index, label_smoothing):
-    run = cross_entropy_forward_numba if _use_numba(logits) else cross_entropy_forward_numpy
-    return run(logits, target, weight, ignore_index, label_smoothing)
-
-
-def backward(logits, target, weight, ignore_index, label_smoothing, lse, g_rows):
-    run = cross_entropy_backward_numba if _use_numba(logits) else cross_entropy_backward_numpy
-    return run(logits, target, weight, ignore_index, label_smoothing, lse, g_rows)
+# -------------------------------------------------------------------------- entry points
+forward = Kernel("cross_entropy.forward", cross_entropy_forward_numba, cross_entropy_forward_numpy,
+                 doc="(losses (N,), lse (N,) float64, the 'mean' denominator) for logits (N, C).")
+backward = Kernel("cross_entropy.backward", cross_entropy_backward_numba, cross_entropy_backward_numpy,
+                  doc="d(sum_i g_rows[i] * loss_i) / d logits, (N, C) in the logits' dtype.")

@@ -1,19 +1,18 @@
-"""Elementwise a + b, a += b and a *= b on both cores, for the large same-shape passes of a training
-step: the residual adds, the engine's gradient sums and GELU's backward multiply.
+"""Elementwise a + b, a += b and a *= b split between numba's threads, for the large same-shape passes
+of a training step: the residual adds, the engine's gradient sums and GELU's backward multiply.
 
-Each is a memory-bound pass over 0.4-1.6 MB that NumPy runs on one thread, while the other core waits
-for the next parallel kernel; split into one contiguous run per thread they take about half as long.
-The NumPy twin is the plain operator. Anything else (broadcasting, mixed dtypes, non-contiguous
-operands, operands that share memory, small arrays, CuPy) takes the twin, so the result is always
-NumPy's: every element is computed on its own, in the same dtype, so the split changes nothing.
+Each is a memory-bound pass that NumPy runs on one thread while the other cores wait for the next
+parallel kernel; one contiguous run per thread puts every core's memory bandwidth to work. The
+NumPy twin is the plain operator. Only the one-pool setup takes the numba version, and only for
+large, same-shape, same-dtype, contiguous operands that do not share memory; every element is
+computed on its own, in the same dtype, so the split changes nothing.
 """
 import numpy as np
 from numba import njit, prange
 
-from .. import backend
 from . import pool
+from .dispatch import Kernel
 
-PARALLEL_MIN_SIZE = 2 ** 15  # elements; below it one thread wins (the pool's start, see pool.py)
 ADD, IADD, IMUL = 0, 1, 2  # out = a + b;  a += b;  a *= b
 
 
@@ -32,7 +31,7 @@ def mul_inplace_numpy(a, b):
     return a
 
 
-# -------------------------------------------------------------------------- numba twin
+# -------------------------------------------------------------------------- numba version
 # One loop per operation, not one loop that branches on it. The in-place loops name only a and b: a
 # loop writing into an output that aliases an input is not vectorised (LLVM's overlap check fails).
 @njit(cache=True, error_model="numpy")
@@ -49,7 +48,7 @@ def _run(op, a, b, out):
 
 
 # The loop body is a call on slices: written inline in the prange body, numba's parfor lowering left
-# the add unvectorised (0.38 ms against 0.03 ms at (768, 512), measured).
+# the add unvectorised.
 @njit(parallel=True, cache=True, error_model="numpy")
 def _run_parallel(op, a, b, out, n_parts):
     # a, b, out: 1-d, C-contiguous, one size; runs start on 16-element (64-byte) boundaries, so no
@@ -59,14 +58,6 @@ def _run_parallel(op, a, b, out, n_parts):
         lo = (p * n // n_parts) // 16 * 16
         hi = n if p == n_parts - 1 else ((p + 1) * n // n_parts) // 16 * 16
         _run(op, a[lo:hi], b[lo:hi], out[lo:hi])
-
-
-def _use_numba(a, b):
-    # the size first: a decode step's small adds leave after one comparison
-    return (type(a) is np.ndarray and a.size >= PARALLEL_MIN_SIZE and type(b) is np.ndarray
-            and backend.kernels() == "numba" and a.shape == b.shape and a.dtype == b.dtype
-            and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous and b.flags.c_contiguous
-            and pool.parallel(a.size, PARALLEL_MIN_SIZE, np.inf) and not np.may_share_memory(a, b))
 
 
 def add_numba(a, b):
@@ -87,17 +78,18 @@ def mul_inplace_numba(a, b):
     return a
 
 
-# -------------------------------------------------------------------------- dispatch
-def add(a, b):
-    """a + b, a new array."""
-    return add_numba(a, b) if _use_numba(a, b) else add_numpy(a, b)
+# -------------------------------------------------------------------------- entry points
+def _splits(a, b):
+    return (pool.parallel("elementwise", a.size) and a.shape == b.shape and a.flags.c_contiguous
+            and b.flags.c_contiguous and not np.may_share_memory(a, b))
 
 
-def add_inplace(a, b):
-    """a += b; returns a."""
-    return add_inplace_numba(a, b) if _use_numba(a, b) and a.flags.writeable else add_inplace_numpy(a, b)
+def _splits_into(a, b):
+    return _splits(a, b) and a.flags.writeable  # a read-only target gets NumPy's error
 
 
-def mul_inplace(a, b):
-    """a *= b; returns a."""
-    return mul_inplace_numba(a, b) if _use_numba(a, b) and a.flags.writeable else mul_inplace_numpy(a, b)
+add = Kernel("elementwise.add", add_numba, add_numpy, floats=(0, 1), applies=_splits, doc="a + b, a new array.")
+add_inplace = Kernel("elementwise.add_inplace", add_inplace_numba, add_inplace_numpy, floats=(0, 1),
+                     applies=_splits_into, doc="a += b; returns a.")
+mul_inplace = Kernel("elementwise.mul_inplace", mul_inplace_numba, mul_inplace_numpy, floats=(0, 1),
+                     applies=_splits_into, doc="a *= b; returns a.")

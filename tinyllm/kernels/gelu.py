@@ -1,11 +1,9 @@
 """GELU forward and backward on plain arrays, exact (erf) and tanh forms.
 
 NumPy has no erf, so the NumPy reference twin calls ``math.erf`` element by element (exact, slow);
-the numba twin runs one fused pass: libm's erf in float64, a vectorised approximation good to about
-one ulp in float32 (see below). ``forward``/``backward`` dispatch on ``tinyllm.backend.kernels()``.
-``forward_and_derivative`` returns y and dy/dx from one pass: the autograd op saves dy/dx, so its
-backward is a single multiply instead of a second erf/exp pass (the backward pass of the recipe's
-MLP was the costlier half).
+the numba version runs one fused pass: libm's erf in float64, a vectorised approximation good to about
+one ulp in float32 (see below). ``forward_and_derivative`` returns y and dy/dx from one pass: the
+autograd op saves dy/dx, so its backward is a single multiply instead of a second erf/exp pass.
 
     exact:  y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2,  dy/dx = Phi(x) + x phi(x)
     tanh:   y = x (1 + tanh u) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)
@@ -18,7 +16,8 @@ from numba import njit, prange
 
 from .. import backend
 from . import pool
-from .flash_attention import _exp_inplace
+from .dispatch import Kernel
+from .fastmath import exp_inplace
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -59,24 +58,21 @@ def gelu_backward_numpy(x, g, approximate="none"):
     return g * gelu_forward_and_derivative_numpy(x, approximate)[1]
 
 
-# -------------------------------------------------------------------------- numba twin
-# float32 runs a vectorisable form (the scalar erf/tanh/exp of libm cost ~10 ns an element and numba
-# has no vector versions without Intel's SVML); float64 keeps math.erf / math.tanh / math.exp.
+# -------------------------------------------------------------------------- numba version
+# float32 runs a vectorisable form (libm's erf/tanh/exp are scalar calls, and numba has no vector
+# versions without Intel's SVML); float64 keeps math.erf / math.tanh / math.exp.
 # Both forms are written so that every factor is computed with a small *relative* error, also in the
 # tails where Phi(x) or 1 + tanh(u) is tiny:
 #   exact: z = |x| / sqrt 2,  erfc(z) = exp(-z^2) R(t),  t = 1 / (1 + z / 2),  R(t) = erfcx(z)
 #          (R: a degree-11 polynomial in t, fitted to scipy's erfcx on t in [0.15, 1], i.e. z <= 11.3,
 #          relative error 7e-9 in float64 and ~3e-7 evaluated in float32; beyond, exp(-z^2) is 0 in
 #          float32). Phi(x) = 1 - erfc(z) / 2 for x >= 0, erfc(z) / 2 for x < 0; phi(x) = exp(-z^2) /
-#          sqrt(2 pi): y and dy/dx share their one exp (Numerical Recipes' erfcc form, t exp(-z^2 + P(t)),
-#          which this replaced, needs a second exp for the pdf; y and dy/dx together went 13-18% faster,
-#          in-process A/B on an AVX2 core)
+#          sqrt(2 pi): y and dy/dx share their one exp (Numerical Recipes' erfcc form,
+#          t exp(-z^2 + P(t)), would need a second exp for the pdf)
 #   tanh:  e = exp(-2|u|),  a = 2e / (1 + e),  b = 2 / (1 + e):  1 + tanh u and 1 - tanh u are (b, a)
 #          for u >= 0 and (a, b) for u < 0, and 1 - tanh^2 u = a b
-# The exp is flash attention's polynomial one (max relative error 8e-8), run over chunks of CHUNK.
+# The exp is fastmath.py's polynomial one (max relative error 8e-8), run over chunks of CHUNK.
 CHUNK = 1024
-PARALLEL_MIN_SIZE = 2 ** 15  # elements; below it one thread wins (the pool's start, see pool.py)
-PARALLEL_MIN_SIZE_SHARED = 2 ** 21  # the same outside the one-pool setup (BLAS threads may be spinning)
 _F32 = np.float32
 _ERFCX = tuple(_F32(c) for c in (  # R(t) = sum c_i t^i (see above); least squares weighted by 1/R
     2.424935740110193e-06, 0.28201999905485375, 0.28309373043770986, 0.23925297694033362,
@@ -89,8 +85,7 @@ FORWARD, BACKWARD, BOTH = 0, 1, 2
 
 
 # error_model="numpy": no ZeroDivisionError check, which blocks vectorising. fastmath 'contract' alone:
-# the polynomials' multiply-adds become FMAs (one rounding instead of two): 3.7 -> 2.8 ns an element
-# for y and dy/dx together, in an in-process A/B on an AVX2 core.
+# the polynomials' multiply-adds become FMAs (one rounding instead of two, so no less accurate).
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _exact_at(xi, ez, t):
     """(y, dy/dx) of exact GELU at xi, given ez = exp(-xi^2 / 2) and t = 1 / (1 + |xi| / (2 sqrt 2))."""
@@ -114,8 +109,7 @@ def _tanh_at(xi, eu):
 
 
 # One loop per (form, mode), with the mode's stores unconditional: a loop that chose its stores by the
-# run-time ``mode`` vectorised them as masked stores (vmaskmovps), which AMD cores run slowly: y and
-# dy/dx together went 2.9 -> 1.8 ns an element on one Zen 3 core (in-process A/B).
+# run-time ``mode`` vectorised them as masked stores (vmaskmovps), which AMD cores run slowly.
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _gelu_chunk(x, g, out, out2, use_tanh, mode, e, tbuf, ibuf):
     """One chunk of the float32 fast path; ``mode`` is FORWARD, BACKWARD or BOTH (see above)."""
@@ -126,7 +120,7 @@ def _gelu_chunk(x, g, out, out2, use_tanh, mode, e, tbuf, ibuf):
         for j in range(n):
             xi = x[j]
             e[j] = -two * abs(k * (xi + _F32(C) * xi * xi * xi))  # -2|u|
-        _exp_inplace(e, n, ibuf, True)
+        exp_inplace(e, n, ibuf, True)
         if mode == FORWARD:
             for j in range(n):
                 out[j] = _tanh_at(x[j], e[j])[0]
@@ -141,7 +135,7 @@ def _gelu_chunk(x, g, out, out2, use_tanh, mode, e, tbuf, ibuf):
         xi = x[j]
         tbuf[j] = one / (one + half * (abs(xi) * _F32(INV_SQRT_2)))  # t
         e[j] = -(half * (xi * xi))  # -z^2 with one rounding, not two
-    _exp_inplace(e, n, ibuf, True)  # exp(-z^2) = exp(-x^2 / 2)
+    exp_inplace(e, n, ibuf, True)  # exp(-z^2) = exp(-x^2 / 2)
     if mode == FORWARD:
         for j in range(n):
             out[j] = _exact_at(x[j], e[j], tbuf[j])[0]
@@ -195,8 +189,8 @@ def _gelu_serial(x, g, out, out2, use_tanh, mode, fast):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def _gelu_parallel(x, g, out, out2, use_tanh, mode, fast, n_parts):
-    # one run of whole chunks a thread, each with its own scratch buffers: allocating them per chunk
-    # inside the parallel loop cost a third of the time (numba's allocator is shared between threads)
+    # one run of whole chunks a thread, each with its own scratch buffers: numba's allocator is shared
+    # between threads, so allocating them per chunk inside the parallel loop is slow
     n_chunks = (x.size + CHUNK - 1) // CHUNK
     for p in prange(n_parts):
         lo = (p * n_chunks // n_parts) * CHUNK
@@ -211,7 +205,7 @@ def _gelu_numba(x, g, approximate, mode):
     out = np.empty_like(flat)
     out2 = np.empty_like(flat) if mode == BOTH else out  # (unused unless BOTH)
     args = (flat, gflat, out, out2, approximate == "tanh", mode, x.dtype == np.float32)
-    if pool.parallel(flat.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED):
+    if pool.parallel("gelu", flat.size):
         _gelu_parallel(*args, pool.threads())
     else:
         _gelu_serial(*args)
@@ -232,21 +226,9 @@ def gelu_forward_and_derivative_numba(x, approximate="none"):
     return _gelu_numba(x, None, approximate, BOTH)
 
 
-# -------------------------------------------------------------------------- dispatch
-def _use_numba(x):
-    return backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
-
-
-def forward(x, approximate="none"):
-    return gelu_forward_numba(x, approximate) if _use_numba(x) else gelu_forward_numpy(x, approximate)
-
-
-def backward(x, g, approximate="none"):
-    return gelu_backward_numba(x, g, approximate) if _use_numba(x) else gelu_backward_numpy(x, g, approximate)
-
-
-def forward_and_derivative(x, approximate="none"):
-    """(gelu(x), gelu'(x)): what the autograd op saves so that its backward is one multiply."""
-    if _use_numba(x):
-        return gelu_forward_and_derivative_numba(x, approximate)
-    return gelu_forward_and_derivative_numpy(x, approximate)
+# -------------------------------------------------------------------------- entry points
+forward = Kernel("gelu.forward", gelu_forward_numba, gelu_forward_numpy, doc="gelu(x), exact or 'tanh'.")
+backward = Kernel("gelu.backward", gelu_backward_numba, gelu_backward_numpy, doc="g * gelu'(x).")
+forward_and_derivative = Kernel(
+    "gelu.forward_and_derivative", gelu_forward_and_derivative_numba, gelu_forward_and_derivative_numpy,
+    doc="(gelu(x), gelu'(x)): what the autograd op saves so that its backward is one multiply.")

@@ -1,16 +1,15 @@
 """y = x W^T with an int8 weight W = Q * scale[:, None] (per output channel): the NumPy reference twin
-dequantizes W and calls BLAS; the numba twin reads Q directly, one output at a time.
+dequantizes W and calls BLAS; the numba version reads Q directly, one output at a time.
 
-The numba kernel wins for few rows (decode steps: a (1, 128) x (384, 128) product takes ~4 us against
-~32 us to dequantize and multiply, and ~5 us for the float32 BLAS GEMV); for many rows BLAS on the
-dequantized weight wins, so ``linear`` picks by the number of rows.
+The numba version wins for few rows (decode steps), where dequantizing the whole weight costs more
+than the product; for many rows BLAS on the dequantized weight wins, so ``linear`` picks by rows.
 """
 import numpy as np
 from numba import njit
 
-from .. import backend
+from .dispatch import Kernel
 
-NUMBA_MAX_ROWS = 16
+NUMBA_MAX_ROWS = 16  # more rows than this run the reference
 
 
 def int8_linear_numpy(x, q, scale):
@@ -45,9 +44,6 @@ def int8_linear_numba(x, q, scale):
     return out
 
 
-def linear(x, q, scale):
-    """x (M, K) @ (q * scale)^T on the faster path for its size."""
-    if (backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
-            and x.shape[0] <= NUMBA_MAX_ROWS):
-        return int8_linear_numba(x, q, scale)
-    return int8_linear_numpy(x, q, scale)
+linear = Kernel("int8.linear", int8_linear_numba, int8_linear_numpy,
+                applies=lambda x, q, scale: x.shape[0] <= NUMBA_MAX_ROWS,
+                doc="x (M, K) @ (q * scale)^T on the faster version for its number of rows.")

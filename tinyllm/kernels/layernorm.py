@@ -1,4 +1,4 @@
-"""LayerNorm forward and backward on plain (N, C) arrays: the NumPy reference twin and a fused numba one.
+"""LayerNorm forward and backward on plain (N, C) arrays: the NumPy reference twin and a fused numba version.
 
     forward:   mean = sum(x) / C,  rstd = 1 / sqrt(sum((x - mean)^2) / C + eps)
                xhat = (x - mean) * rstd,  y = xhat * w + b                         (per row of C)
@@ -7,7 +7,7 @@
                dw = sum over rows of dy * xhat,  db = sum over rows of dy
 
 Only ``mean`` and ``rstd`` (N numbers each) travel from the forward to the backward, which rebuilds
-xhat from x, as llm.c does. The numba twin does each row in one sweep over cached memory (statistics
+xhat from x, as llm.c does. The numba version does each row in one sweep over cached memory (statistics
 in float64, through the vectorised sums of ``reduce.py``; the elementwise work in x's dtype) and the
 backward's weight gradients in per-block partial sums, so rows can run in parallel without races.
 """
@@ -18,11 +18,10 @@ from numba import njit, prange
 
 from .. import backend
 from . import pool
+from .dispatch import Kernel
 from .reduce import dot64, sum64, sumsq64
 
 ROWS_PER_BLOCK = 64  # rows per work item; each block keeps its own dw/db partial sums
-PARALLEL_MIN_SIZE = 2 ** 14  # elements; smaller inputs run on one thread (the pool's start, see pool.py)
-PARALLEL_MIN_SIZE_SHARED = 2 ** 20  # the same outside the one-pool setup (BLAS threads may be spinning)
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -54,11 +53,9 @@ def layernorm_backward_numpy(x, weight, mean, rstd, g, need_wb=True):
     return dx.astype(x.dtype, copy=False), dw, db
 
 
-# -------------------------------------------------------------------------- numba twin
+# -------------------------------------------------------------------------- numba version
 # The statistics (mean, rstd, the backward's two row means) are float64 sums; the elementwise work runs
-# in x's dtype, so float32 rows go 8 to a vector instead of 4 (and need no conversions): at (768, 128)
-# float32 the forward went 51 -> 42 us and the backward 119 -> 69 us (2 threads; in-process A/B on an
-# AVX2 core). x - mean keeps float64's accuracy for rows far from 0 (|mean| >> std): mean is split
+# in x's dtype, so float32 rows go 8 to a vector instead of 4 and need no conversions. x - mean keeps float64's accuracy for rows far from 0 (|mean| >> std): mean is split
 # as mf + dm, both in x's dtype, and (x - mf) - dm is exact to an ulp of x - mean. For float64 x,
 # mf = mean and dm = 0, as before. numba cannot cast to a dtype known only from an array, so the
 # float64 scalars are rounded to x's dtype by storing them in a small array of it (c, s below).
@@ -134,8 +131,8 @@ def _sum_blocks(part, out):
         out[j] = acc
 
 
-# The block partials are summed here rather than by NumPy in the wrapper: that cost ~50 us a call
-# (two zero-fills, two float64 sums and their casts), as much as the kernel at the recipe's (768, 128).
+# The block partials are summed here rather than by NumPy in the wrapper, which would add two
+# zero-fills, two float64 sums and their casts: as much time as the kernel at a GPT's sizes.
 @njit(cache=True, error_model="numpy")
 def _backward_serial(x, w, mean, rstd, g, dx, dw_part, db_part, dw, db):
     for blk in range((x.shape[0] + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
@@ -164,7 +161,7 @@ def layernorm_forward_numba(x, weight, bias, eps):
     y = np.empty_like(x)
     mean = np.empty(N, np.float64)
     rstd = np.empty(N, np.float64)
-    run = _forward_parallel if pool.parallel(x.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED) else _forward_serial
+    run = _forward_parallel if pool.parallel("layernorm", x.size) else _forward_serial
     run(x, w, b, float(eps), y, mean, rstd)
     return y, mean, rstd
 
@@ -178,25 +175,13 @@ def layernorm_backward_numba(x, weight, mean, rstd, g, need_wb=True):
     dw_part = np.empty((_n_blocks(N), C), x.dtype)  # a block's 64 rows summed in x's dtype, the blocks in float64
     db_part = np.empty((_n_blocks(N), C), x.dtype)
     dw, db = np.empty(C, x.dtype), np.empty(C, x.dtype)
-    run = _backward_parallel if pool.parallel(x.size, PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE_SHARED) else _backward_serial
+    run = _backward_parallel if pool.parallel("layernorm", x.size) else _backward_serial
     run(x, w, mean, rstd, g, dx, dw_part, db_part, dw, db)
     return (dx, dw, db) if need_wb else (dx, None, None)
 
 
-# -------------------------------------------------------------------------- dispatch
-def _use_numba(x):
-    return backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
-
-
-def forward(x, weight, bias, eps):
-    """(y, mean, rstd) of LayerNorm over the last dim of x (N, C)."""
-    if _use_numba(x):
-        return layernorm_forward_numba(x, weight, bias, eps)
-    return layernorm_forward_numpy(x, weight, bias, eps)
-
-
-def backward(x, weight, mean, rstd, g, need_wb=True):
-    """(dx, dw, db) of LayerNorm, on the same kernel family as the forward would pick."""
-    if _use_numba(x):
-        return layernorm_backward_numba(x, weight, mean, rstd, g, need_wb)
-    return layernorm_backward_numpy(x, weight, mean, rstd, g, need_wb)
+# -------------------------------------------------------------------------- entry points
+forward = Kernel("layernorm.forward", layernorm_forward_numba, layernorm_forward_numpy,
+                 doc="(y, mean, rstd) of LayerNorm over the last dim of x (N, C).")
+backward = Kernel("layernorm.backward", layernorm_backward_numba, layernorm_backward_numpy,
+                  doc="(dx, dw, db) of LayerNorm, on the same version as the forward would pick.")

@@ -3,32 +3,29 @@
     matmul(a, b)     = a @ b       (M, K) x (K, N): the forward x W^T and the backward dx = dy W
     matmul_tn(a, b)  = a^T @ b     (K, M)^T x (K, N): the weight gradient dW = dy^T x
 
-The NumPy twin is the plain product (``a.dot(b)``). The numba twin leaves the arithmetic to BLAS too
+The NumPy twin is the plain product (``a.dot(b)``). The numba version leaves the arithmetic to BLAS too
 (numba's ``np.dot`` calls scipy's OpenBLAS, set to one thread) and only decides who does which part:
 each thread multiplies one block of a's rows; for ``matmul_tn`` each thread takes one block of the K rows
 that are summed over and the partial products are added at the end (a block of dW's rows would be a
 strided slice of dy, which BLAS would have to copy). The first thread's part goes straight into the
 output, so only the others need a buffer to be added in. Small products, other dtypes, and every case
-outside the one-pool setup take the NumPy twin.
+outside the one-pool setup take the NumPy twin (outside it numpy's own threaded BLAS is the better
+choice at every size).
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from .. import backend
 from . import pool
+from .dispatch import Kernel
 
-PARALLEL_MIN_FLOPS = 2 ** 21  # 2MKN; below it one BLAS call on the calling thread wins. Outside the
-# one-pool setup numpy's own threaded BLAS is the better choice at every size.
 MIN_ROWS_PER_THREAD = 32  # fewer rows (a decode step's one token, a short prompt) go to numpy's BLAS,
 # which splits the weight between its threads; a block of rows each would have every thread read all
-# of it (GPT-2-small decoding ran at 6 tok/s that way, against 32 with numpy's @).
+# of the weight.
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
 # np.dot rather than @ for these 2-d products: the same BLAS call and the same result, without the
-# matmul ufunc's ~3 us of dispatch (a decode step's (1, 128) x (128, 384) took 8 us with @, 5 with dot)
+# matmul ufunc's dispatch, which costs as much as a decode step's small product
 def matmul_numpy(a, b):
     return a.dot(b)
 
@@ -37,7 +34,7 @@ def matmul_tn_numpy(a, b):
     return a.T.dot(b)
 
 
-# -------------------------------------------------------------------------- numba twin
+# -------------------------------------------------------------------------- numba version
 @njit(cache=True)
 def _dot_into(a, b, out):
     # np.dot inside a parallel loop body would make numba refuse to cache the whole driver
@@ -66,22 +63,14 @@ def _matmul_tn_split(a, b, parts, out):
         else:
             _dot_into(a[lo:hi].T, b[lo:hi], parts[p - 1])
     # row by row, one part at a time: the inner loop is one contiguous run, which LLVM vectorises (a
-    # loop over the parts innermost, summing each element in a scalar, was not: 29 -> 4 us for a
-    # (384, 128) dW on its own). The same additions in the same order either way
+    # loop over the parts innermost, summing each element in a scalar, is not). The same additions
+    # in the same order either way
     for i in prange(out.shape[0]):
         row = out[i]
         for p in range(n - 1):
             part = parts[p, i]
             for j in range(row.shape[0]):
                 row[j] += part[j]
-
-
-def _use_numba(a, b, rows):
-    """``rows``: what is split between the threads (a's rows, or for matmul_tn the K summed over)."""
-    return (backend.kernels() == "numba" and isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-            and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
-            and min(a.shape + b.shape) > 0 and rows >= MIN_ROWS_PER_THREAD * pool.threads()
-            and pool.parallel(2 * a.shape[0] * a.shape[1] * b.shape[1], PARALLEL_MIN_FLOPS, math.inf))
 
 
 def _check(name, a_shape, b_shape, ka, kb):
@@ -109,16 +98,15 @@ def matmul_tn_numba(a, b):
     return out
 
 
-# -------------------------------------------------------------------------- dispatch
-def matmul(a, b):
-    """a @ b for 2-d arrays."""
-    if _use_numba(a, b, a.shape[0]):
-        return matmul_numba(a, b)
-    return matmul_numpy(a, b)
+# -------------------------------------------------------------------------- entry points
+def _splits(a, b):
+    # a's first dim is what is split between the threads: its rows, or for matmul_tn the K summed over
+    return (a.ndim == 2 and b.ndim == 2 and min(a.shape + b.shape) > 0
+            and a.shape[0] >= MIN_ROWS_PER_THREAD * pool.threads()
+            and pool.parallel("matmul", 2 * a.shape[0] * a.shape[1] * b.shape[1]))
 
 
-def matmul_tn(a, b):
-    """a.T @ b for 2-d arrays, without forming a.T."""
-    if _use_numba(a, b, a.shape[0]):
-        return matmul_tn_numba(a, b)
-    return matmul_tn_numpy(a, b)
+matmul = Kernel("matmul.matmul", matmul_numba, matmul_numpy, floats=(0, 1), applies=_splits,
+                doc="a @ b for 2-d arrays.")
+matmul_tn = Kernel("matmul.matmul_tn", matmul_tn_numba, matmul_tn_numpy, floats=(0, 1), applies=_splits,
+                   doc="a.T @ b for 2-d arrays, without forming a.T.")

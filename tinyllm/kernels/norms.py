@@ -1,9 +1,10 @@
 """Sum of squares of an array in float64 (the gradient norm of ``clip_grad_norm_``): the NumPy twin
-converts to float64 and squares (two temporaries of the array's size); the numba twin is one pass
+converts to float64 and squares (two temporaries of the array's size); the numba version is one pass
 over the array, summing in float64 (``reduce.sumsq64``)."""
 import numpy as np
 
 from .. import backend
+from .dispatch import Kernel
 from .reduce import sumsq64
 
 
@@ -17,7 +18,5 @@ def sum_of_squares_numba(x):
     return float(sumsq64(np.ascontiguousarray(x).reshape(-1), 0.0))
 
 
-def sum_of_squares(x):
-    if backend.kernels() == "numba" and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64):
-        return sum_of_squares_numba(x)
-    return sum_of_squares_numpy(x)
+sum_of_squares = Kernel("norms.sum_of_squares", sum_of_squares_numba, sum_of_squares_numpy,
+                        doc="sum(x^2) in float64, a Python float.")

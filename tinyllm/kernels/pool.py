@@ -1,29 +1,51 @@
-"""One thread pool for the hot path: numba's. Decides whether the parallel kernel drivers may run.
+"""One thread pool for the hot path, numba's, and the table of sizes at which each kernel's parallel
+driver pays for starting it.
 
-On a machine with few cores two thread pools fight. After each numpy matmul, OpenBLAS's threads keep
-spinning for a while (~0.1 s) on the cores that numba's parallel kernels want next; on 2 cores a
-recipe training step ran 2.4x slower with both pools busy (measured). So the matmuls of the training
-step run inside numba's pool too (``kernels/matmul.py``: each thread multiplies one block of rows by
-calling BLAS itself), through the BLAS that numba's ``np.dot`` calls: scipy's OpenBLAS, a separate
-library from numpy's, which ``enable()`` sets to one thread. numpy's own BLAS keeps its threads for
-everything else a user does with numpy.
+Two thread pools on few cores fight: OpenBLAS's threads keep spinning for a while after each numpy
+matmul, on the cores numba's parallel kernels want next. So in the one-pool setup the matmuls of a
+training step run inside numba's pool too (``matmul.py``), through the BLAS that numba's ``np.dot``
+calls: scipy's OpenBLAS, a separate library from numpy's, which ``enable()`` sets to one thread.
+numpy's own BLAS keeps its threads for everything else a user does with numpy.
 
 ``active()`` is True once ``tinyllm.backend.tune_for_training()`` has set that up: numba has more
 than one thread, threadpoolctl can find scipy's OpenBLAS and it is not numpy's library too.
-Otherwise tinyllm keeps numpy's matmuls, and the parallel drivers take only work large enough to
-pay for fighting BLAS threads that may still spin. ``TINYLLM_ONE_POOL=0`` refuses the setup.
+``TINYLLM_ONE_POOL=0`` refuses the setup.
 """
+import math
 import os
 
 import numpy as np
 
 from .. import backend
 
+# kernel -> (the least work for its parallel driver in the one-pool setup, the same outside it).
+# In it the bar is the pool's start, a few microseconds; outside it, BLAS threads that may still be
+# spinning, so the bar is far higher (infinite where numpy's own threaded BLAS or operator is as good).
+# Work is elements, except for the two kernels measured in flops.
+PARALLEL_MIN = {
+    "adam": (2 ** 14, 2 ** 20),
+    "layernorm": (2 ** 14, 2 ** 20),
+    "softmax": (2 ** 15, 2 ** 21),
+    "cross_entropy": (2 ** 15, 2 ** 21),  # N * C
+    "gelu": (2 ** 15, 2 ** 21),
+    "elementwise": (2 ** 15, math.inf),
+    "attention": (2 ** 20, 2 ** 27),  # flops, ~4 B H L S D a pass
+    "matmul": (2 ** 21, math.inf),  # flops, 2 M K N; below it one BLAS call on the calling thread wins
+}
+
+
+def parallel(kernel, work):
+    """Run ``kernel``'s parallel driver on ``work``? With more than one thread, when the work reaches
+    the kernel's minimum in ``PARALLEL_MIN`` (the one-pool column when the setup holds)."""
+    in_pool, shared = PARALLEL_MIN[kernel]
+    if work < in_pool and work < shared:  # too small either way: the common case, answered cheaply
+        return False
+    return work >= (in_pool if active() else shared) and threads() > 1
+
 
 def threads():
     """numba's thread count now (``numba.set_num_threads`` may change it). Asked before every kernel
-    call, so it uses numba's ctypes getter directly: the public ``numba.get_num_threads`` costs
-    1.7 us (11 us measured inside a training step, ~100 calls a step) against 0.25 us."""
+    call, so it uses numba's ctypes getter, several times cheaper than ``numba.get_num_threads``."""
     global _get_threads
     if _get_threads is None:
         try:
@@ -107,10 +129,3 @@ def blas_core():
     """The kernel family of the BLAS that numba's np.dot calls, lowercased, as OpenBLAS reports it
     ('skylakex', 'haswell', 'zen', ...); None outside the one-pool setup or when it says nothing."""
     return _blas_core if active() else None
-
-
-def parallel(work, min_work, min_work_shared):
-    """Run a kernel's parallel driver? With more than one thread, when ``work`` is at least
-    ``min_work`` in the one-pool setup (enough to pay the pool's start, a few microseconds), or at
-    least ``min_work_shared`` outside it (enough to pay for fighting BLAS threads that still spin)."""
-    return work >= (min_work if active() else min_work_shared) and threads() > 1

@@ -5,8 +5,7 @@ A sum written as one loop is a chain of dependent adds: without leave to reorder
 element at a time. fastmath's 'reassoc' flag alone (none of the others: no NaN or infinity
 assumptions, no reduced-precision division) lets it keep one partial sum per vector lane and add the
 lanes at the end, the way a hand-unrolled loop would. The accumulators stay float64, so the result
-differs from a left-to-right float64 sum only by float64 rounding (~1e-16 relative); measured 3x
-faster than partial sums kept in a small array (LayerNorm statistics of (768, 128): 123 -> 39 us).
+differs from a left-to-right float64 sum only by float64 rounding (~1e-16 relative).
 """
 import numpy as np
 from numba import njit
