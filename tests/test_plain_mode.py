@@ -95,7 +95,7 @@ def test_golden_trajectory_is_the_same_both_ways():
 def test_plain_mode_turns_every_fast_path_off(monkeypatch):
     from tinyllm.kernels import pool
     monkeypatch.setattr(backend, "_kernels", "numba")
-    monkeypatch.setattr(pool, "_active", True)  # as after tune_for_training()
+    monkeypatch.setattr(backend, "_one_pool", {"saved": [], "blas_core": None})  # as after tune_for_training()
 
     def no_reuse():
         raise AssertionError("the engine reused buffers in plain mode")

@@ -3,7 +3,7 @@
 The array module is never a global switch: it is read off the arrays themselves (Chainer's
 ``get_array_module`` idea), so NumPy and CuPy arrays can flow through the same code. Importing
 tinyllm changes nothing process-wide; ``tune_for_training()`` is the one explicit call that does.
-This module imports nothing from the rest of tinyllm (``tinyllm.kernels.pool`` is imported lazily).
+This module imports nothing from the rest of tinyllm.
 """
 import contextlib
 import os
@@ -274,19 +274,71 @@ def tune_for_training():
     - ``one_pool``: the BLAS that numba's ``np.dot`` calls (scipy's OpenBLAS) is set to one thread,
       so Linear's matmuls run inside numba's thread pool beside the other kernels instead of two
       pools fighting for the cores (``tinyllm/kernels/pool.py``). numpy's own BLAS is untouched.
-      ``TINYLLM_ONE_POOL=0`` skips it.
+      ``TINYLLM_ONE_POOL=0`` skips it, and it needs numba to have more than one thread.
 
     Returns ``{'malloc': bool, 'one_pool': bool}``: what applied. ``restore_defaults()`` undoes both.
     """
-    from .kernels import pool
-    return {"malloc": _set_malloc(tuned=True), "one_pool": pool.enable()}
+    return {"malloc": _set_malloc(tuned=True), "one_pool": _set_one_pool(tuned=True)}
 
 
 def restore_defaults():
     """Undo ``tune_for_training()``: glibc's default allocator thresholds, and scipy's BLAS back
     to the thread count it had before. Returns what was undone, in the same form."""
-    from .kernels import pool
-    return {"malloc": _set_malloc(tuned=False), "one_pool": pool.disable()}
+    return {"malloc": _set_malloc(tuned=False), "one_pool": _set_one_pool(tuned=False)}
+
+
+def tuning():
+    """What ``tune_for_training()`` has applied and not undone: ``{'malloc': bool, 'one_pool': bool}``."""
+    return {"malloc": _malloc_tuned, "one_pool": _one_pool is not None}
+
+
+_one_pool = None  # while the one-pool setup holds: {'saved': [(controller, threads before)], 'blas_core'}
+
+
+def _set_one_pool(tuned):
+    global _one_pool
+    if not tuned:
+        if _one_pool is None:
+            return False
+        for controller, n in _one_pool["saved"]:
+            controller.set_num_threads(n)
+        _one_pool = None
+        return True
+    if _one_pool is not None:
+        return True
+    import numba
+    if os.environ.get("TINYLLM_ONE_POOL", "1").strip() == "0" or numba.get_num_threads() < 2:
+        return False
+    ours = _numba_blas()
+    if not ours:
+        return False
+    _one_pool = {"saved": [(c, c.num_threads) for c in ours],
+                 "blas_core": str(getattr(ours[0], "architecture", None) or "").lower() or None}
+    for c in ours:
+        c.set_num_threads(1)
+    return True
+
+
+def _numba_blas():
+    """threadpoolctl's controllers of the BLAS numba's np.dot calls (scipy's OpenBLAS), or [] when it
+    cannot be found or is numpy's library too (a conda or system install, where limiting it would
+    slow the user's numpy)."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+
+    def inside(package, path):  # the package's folder, or the wheel's bundled '<package>.libs'
+        root = os.path.dirname(os.path.abspath(package.__file__))
+        return path.startswith(root + os.sep) or path.startswith(root + ".libs" + os.sep)
+
+    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    ours = [c for c in blas if inside(scipy, os.path.abspath(c.filepath))]
+    if any(inside(np, os.path.abspath(c.filepath)) for c in ours):
+        return []
+    return ours
 
 
 _malloc_tuned = False
@@ -311,8 +363,3 @@ def _set_malloc(tuned):
     _malloc_tuned = tuned and ok
     return ok
 
-
-def tuning():
-    """What ``tune_for_training()`` has applied and not undone: ``{'malloc': bool, 'one_pool': bool}``."""
-    from .kernels import pool
-    return {"malloc": _malloc_tuned, "one_pool": pool.active()}

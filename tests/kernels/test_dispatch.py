@@ -72,7 +72,7 @@ def _assert_same(a, b):
 @pytest.fixture
 def pool_on(monkeypatch):
     """The one-pool setup as the dispatcher sees it, with two threads, on any machine."""
-    monkeypatch.setattr(pool, "_active", True)
+    monkeypatch.setattr(backend, "_one_pool", {"saved": [], "blas_core": None})
     monkeypatch.setattr(pool, "threads", lambda: 2)
 
 

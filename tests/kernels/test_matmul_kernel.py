@@ -85,7 +85,7 @@ def test_dispatch(monkeypatch):
     calls = []
     monkeypatch.setattr(MM, "matmul_numba", lambda a, b: calls.append("mm") or a @ b)
     monkeypatch.setattr(MM, "matmul_tn_numba", lambda a, b: calls.append("tn") or a.T @ b)
-    monkeypatch.setattr(pool, "_active", True)
+    monkeypatch.setattr(backend, "_one_pool", {"saved": [], "blas_core": None})
     monkeypatch.setattr(pool, "threads", lambda: 2)
     big = np.ones((256, 128), np.float32)
     MM.matmul(big, big.T)
@@ -100,7 +100,7 @@ def test_dispatch(monkeypatch):
     MM.matmul(np.ones((0, 128), np.float32), big.T)  # empty
     with backend.use_kernels("numpy"):
         MM.matmul(big, big.T)
-    monkeypatch.setattr(pool, "_active", False)
+    monkeypatch.setattr(backend, "_one_pool", None)
     MM.matmul(big, big.T)
     assert calls == []
 

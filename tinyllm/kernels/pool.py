@@ -4,17 +4,14 @@ driver pays for starting it.
 Two thread pools on few cores fight: OpenBLAS's threads keep spinning for a while after each numpy
 matmul, on the cores numba's parallel kernels want next. So in the one-pool setup the matmuls of a
 training step run inside numba's pool too (``matmul.py``), through the BLAS that numba's ``np.dot``
-calls: scipy's OpenBLAS, a separate library from numpy's, which ``enable()`` sets to one thread.
+calls: scipy's OpenBLAS, a separate library from numpy's, which ``backend.tune_for_training()`` sets
+to one thread.
 numpy's own BLAS keeps its threads for everything else a user does with numpy.
 
-``active()`` is True once ``tinyllm.backend.tune_for_training()`` has set that up: numba has more
-than one thread, threadpoolctl can find scipy's OpenBLAS and it is not numpy's library too.
-``TINYLLM_ONE_POOL=0`` refuses the setup.
+``active()`` is True once ``tinyllm.backend.tune_for_training()`` has set that up.
 """
 import math
-import os
 
-import numpy as np
 
 from .. import backend
 
@@ -62,70 +59,12 @@ def threads():
 _get_threads = None
 
 
-def _numba_blas():
-    """threadpoolctl's controllers of the BLAS numba's np.dot calls (scipy's OpenBLAS), or [] when it
-    cannot be found or is numpy's library too (a conda or system install, where limiting it would
-    slow the user's numpy)."""
-    try:
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot calls)
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return []
-
-    def inside(package, path):  # the package's folder, or the wheel's bundled '<package>.libs'
-        root = os.path.dirname(os.path.abspath(package.__file__))
-        return path.startswith(root + os.sep) or path.startswith(root + ".libs" + os.sep)
-
-    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-    ours = [c for c in blas if inside(scipy, os.path.abspath(c.filepath))]
-    if any(inside(np, os.path.abspath(c.filepath)) for c in ours):
-        return []
-    return ours
-
-
-_active = False  # the one-pool setup holds: set by enable(), which tune_for_training() calls
-_blas_core = None  # scipy's OpenBLAS kernel family ('skylakex', 'haswell', ...), found by enable()
-_saved_threads = None  # [(controller, its thread count before enable())], for disable()
-
-
-def enable():
-    """Set up the one-pool design (see the module's docstring): scipy's BLAS on one thread, so the
-    matmul drivers may run inside numba's pool. Returns whether it holds. Process-wide, so only
-    ``tinyllm.backend.tune_for_training()`` calls it; ``TINYLLM_ONE_POOL=0`` refuses it."""
-    global _active, _blas_core, _saved_threads
-    if _active:
-        return True
-    if os.environ.get("TINYLLM_ONE_POOL", "1").strip() == "0" or threads() < 2:
-        return False
-    ours = _numba_blas()
-    if not ours:
-        return False
-    _saved_threads = [(c, c.num_threads) for c in ours]
-    for c in ours:
-        c.set_num_threads(1)
-    _blas_core = str(getattr(ours[0], "architecture", None) or "").lower() or None
-    _active = True
-    return True
-
-
-def disable():
-    """Undo ``enable()``: scipy's BLAS gets back its thread count. Returns whether there was a setup."""
-    global _active, _saved_threads
-    if not _active:
-        return False
-    for c, n in _saved_threads:
-        c.set_num_threads(n)
-    _active, _saved_threads = False, None
-    return True
-
-
 def active():
-    """Whether the one-pool setup holds (never in plain mode)."""
-    return _active and not backend.plain()
+    """Whether the one-pool setup holds (``backend.tune_for_training()`` sets it up; never in plain mode)."""
+    return backend._one_pool is not None and not backend.plain()
 
 
 def blas_core():
     """The kernel family of the BLAS that numba's np.dot calls, lowercased, as OpenBLAS reports it
     ('skylakex', 'haswell', 'zen', ...); None outside the one-pool setup or when it says nothing."""
-    return _blas_core if active() else None
+    return backend._one_pool["blas_core"] if active() else None
