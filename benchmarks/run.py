@@ -364,6 +364,7 @@ def torch_gpt(cfg, vocab_size):
     """nanoGPT's model in torch at the recipe's settings: no biases, exact GELU, SDPA causal attention,
     lm_head tied to wte. Parameter names are GPT-2's, as in tinyllm, so state dicts map one to one."""
     import torch
+    cfg = getattr(cfg, "model", cfg)  # a TrainConfig holds the shape in its model config
     from torch import nn
     from torch.nn import functional as F
 
@@ -582,7 +583,7 @@ def tiny_step(side):
         x, y = (rng.integers(0, 84, (cfg.batch_size, cfg.block_size)) for _ in range(2))
         return torch_recipe(None, cfg, x, y)[1]
     from tinyllm.train import TrainConfig
-    return tinyllm_recipe(TrainConfig(**TINY))[1]
+    return tinyllm_recipe(TrainConfig.from_flat(**TINY))[1]
 
 
 _COLD = r"""
