@@ -107,7 +107,7 @@ def _with_architecture_of(model, cfg):
 
 
 # ------------------------------------------------------------------------------------ the run directory
-def start(out_dir, data_dir):
+def create(out_dir, data_dir):
     """A fresh run in ``out_dir``: the data's tokenizer copied in, metrics from an earlier run removed."""
     os.makedirs(out_dir, exist_ok=True)
     metrics = os.path.join(out_dir, METRICS_FILE)

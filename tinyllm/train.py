@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backend, data, nn, optim, runs
 from .autograd import no_grad
-from .runs import build_model, load_run, read_metrics  # noqa: F401  (what callers of train() read back with)
+from .runs import build_model, load_run, read_metrics  # noqa: F401  (for callers: build a model, read a run back)
 from .train_config import TrainConfig
 
 
@@ -99,7 +99,7 @@ def train(data_dir, out_dir, cfg=None, resume=False, log=print):
         last_eval = st.get("eval")
         log(f"resuming from iteration {start_iter} (best val loss {best_val:.4f})")
     else:
-        runs.start(out_dir, data_dir)
+        runs.create(out_dir, data_dir)
     run_config = runs.write_config(out_dir, cfg, model, meta["vocab_size"], data_dir)
 
     def save(which, it, evaluated):
