@@ -81,8 +81,8 @@ def sample_text(model, tok, name, n_chars, seed):
 
 
 def run_one(name, data_dir, budget, eval_every, eval_iters, final_batches, kl_anneal_iters, seed, log):
-    cfg = TrainConfig(**dict(MODELS[name], seed=seed, eval_iters=eval_iters, kl_anneal_iters=kl_anneal_iters,
-                             progress=False))
+    cfg = TrainConfig.from_flat(**dict(MODELS[name], seed=seed, eval_iters=eval_iters,
+                                       kl_anneal_iters=kl_anneal_iters, progress=False))
     meta = data.read_meta(data_dir)
     splits = {"train": data.load_split(data_dir, "train"), "val": data.load_split(data_dir, "val")}
     backend.manual_seed(cfg.seed)

@@ -69,7 +69,7 @@ def main(argv=None):
         def run(name, data_dir, **kw):
             t0 = time.perf_counter()
             out = os.path.join(tmp, name)
-            train(data_dir, out, TrainConfig(progress=False, **kw), log=lambda *a, **k: None)
+            train(data_dir, out, TrainConfig.from_flat(progress=False, **kw), log=lambda *a, **k: None)
             model, _, _ = load_run(out)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             return out, trainable, round(time.perf_counter() - t0, 1)

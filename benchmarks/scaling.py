@@ -79,8 +79,9 @@ def run(quick=False, data_dir="data/shakespeare", iters=None, log=print):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n_layer, n_head, n_embd in sizes:
-            cfg = TrainConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, max_iters=iters, lr_decay_iters=iters,
-                              warmup_iters=max(1, iters // 20), eval_interval=iters, eval_iters=40, progress=False)
+            cfg = TrainConfig.from_flat(n_layer=n_layer, n_head=n_head, n_embd=n_embd, max_iters=iters,
+                                        lr_decay_iters=iters, warmup_iters=max(1, iters // 20), eval_interval=iters,
+                                        eval_iters=40, progress=False)
             model = build_model(cfg, meta["vocab_size"])
             n = model.num_params(non_embedding=True)
             t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def test_torch_twin_starts_from_the_same_weights(torch):
     """The recipe's torch model loads tinyllm's state dict and gives the same first losses."""
     from tinyllm import backend
     from tinyllm.train import TrainConfig
-    cfg = TrainConfig(**cold_start.TINY)
+    cfg = TrainConfig.from_flat(**cold_start.TINY)
     model, step, x, y = train_step.tinyllm_recipe(cfg)
     tstep = torch_twin.torch_recipe(model, cfg, x, y)[1]
     with backend.use_kernels("numpy"):  # the weight mapping is under test, not the kernels
@@ -189,7 +189,7 @@ def test_profile_step_ops_names_the_ops_and_the_matmuls():
 
 def _tiny_recipe_step():
     from tinyllm.train import TrainConfig
-    cfg = TrainConfig(**cold_start.TINY)
+    cfg = TrainConfig.from_flat(**cold_start.TINY)
     model, step, x, y = train_step.tinyllm_recipe(cfg)
     return cfg, model, H.tinyllm_side("numba", step)
 
@@ -206,10 +206,10 @@ def test_kernel_replay_records_each_kernel_call_once_and_replays_them():
     calls = KR.record(step)
     assert (matmul.matmul, elementwise.mul_inplace) == originals  # the entry points are put back
     n = collections.Counter(f"{c[0]}.{c[1]}" for c in calls)
-    linears = 4 * cfg.n_layer + 1  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block, and lm_head
+    linears = 4 * cfg.model.n_layer + 1  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block, and lm_head
     assert n["matmul.matmul"] == 2 * linears and n["matmul.matmul_tn"] == linears  # forward, dx; dW
-    assert n["layernorm.forward"] == n["layernorm.backward"] == 2 * cfg.n_layer + 1
-    assert n["attention.attention_forward"] == n["attention.attention_backward"] == cfg.n_layer
+    assert n["layernorm.forward"] == n["layernorm.backward"] == 2 * cfg.model.n_layer + 1
+    assert n["attention.attention_forward"] == n["attention.attention_backward"] == cfg.model.n_layer
     assert n["adam.adam_step"] == n["norms.sum_of_squares"] == len(list(model.parameters()))
     assert n["cross_entropy.forward"] == n["cross_entropy.backward"] == 1
     # GELU's in-place backward multiply is replayed from the buffer as it was recorded, every time
@@ -231,7 +231,7 @@ def test_step_floors():
     floors = train_step.step_floors({"numba": step, "torch": lambda: None})
     assert list(floors) == ["floor: the step's kernels alone, replayed", "floor: the step's matmuls alone, replayed"]
     everything, matmuls = floors.values()
-    assert len(everything) > len(matmuls) == 3 * (4 * cfg.n_layer + 1)
+    assert len(everything) > len(matmuls) == 3 * (4 * cfg.model.n_layer + 1)
     times = H.alternate({"torch": lambda: None, **floors}, reps=2, warmup=1, settle=False, cooldown=0)
     assert all(len(t) == 2 and min(t) > 0 for t in times.values())  # the replays time themselves
     assert train_step.step_floors({"numba": step}) == {}  # no torch, no floor rows

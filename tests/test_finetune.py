@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from tinyllm.cli import main
-from tinyllm.train import load_run, read_metrics
+from tinyllm.runs import load_run, read_metrics
 
 S1 = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer. "
 S2 = "now is the winter of our discontent made glorious summer by this sun of york. "
@@ -56,7 +56,7 @@ def test_full_finetune_starts_from_the_base_and_keeps_its_shape(base, capsys):
                  "--eval-interval", "10", "--n-layer", "3", "--block-size", "16", "--batch-size", "4",
                  "--eval-iters", "2", "--no-progress"]) == 0
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert cfg["train"]["n_layer"] == 1 and cfg["train"]["init_from"] == run
+    assert cfg["train"]["model"]["n_layer"] == 1 and cfg["train"]["init_from"] == run
     first = read_metrics(out)[0]
     capsys.readouterr()
     base_on_b = _eval_loss(run, capsys, str(root / "data_b"))
@@ -120,7 +120,7 @@ def test_lora_from_a_hugging_face_directory(tmp_path, capsys):
                  "--lora-rank", "2", "--max-iters", "4", "--eval-interval", "4", "--block-size", "16",
                  "--batch-size", "2", "--eval-iters", "1", "--no-progress"]) == 0
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert cfg["model"]["block_size"] == 32 and cfg["train"]["activation"] == "gelu_tanh" and cfg["train"]["bias"]
+    assert cfg["model"]["block_size"] == 32 and cfg["train"]["model"]["activation"] == "gelu_tanh" and cfg["train"]["model"]["bias"]
     only_attn = str(tmp_path / "hf_lora_attn")
     assert main(["train", "--data", str(tmp_path / "data"), "--out", only_attn, "--init-from", str(tmp_path / "hf"),
                  "--lora-rank", "2", "--lora-targets", "c_attn", "--max-iters", "2", "--eval-interval", "2",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinyllm as tl
-from tinyllm import data, train
+from tinyllm import data, runs, train
 from tinyllm.cli import main
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -75,8 +75,8 @@ def test_prepare_shakespeare_without_network_says_how_to_use_prepare_text(tmp_pa
 
 def test_training_logs_metrics_and_checkpoints_best_and_last(data_dir, tmp_path):
     run = str(tmp_path / "run")
-    result = train.train(data_dir, run, train.TrainConfig(**TINY), log=lambda *a: None)
-    rows = train.read_metrics(run)
+    result = train.train(data_dir, run, train.TrainConfig.from_flat(**TINY), log=lambda *a: None)
+    rows = runs.read_metrics(run)
     assert all(set(r) == {"iter", "train_loss", "val_loss", "lr", "ms_per_iter"} for r in rows)
     evals = [r for r in rows if r["val_loss"] is not None]
     assert [r["iter"] for r in evals] == [0, 10, 20, 30]
@@ -84,22 +84,22 @@ def test_training_logs_metrics_and_checkpoints_best_and_last(data_dir, tmp_path)
     assert result["iter"] == 30
     for ck in ("best", "last"):
         assert os.path.isfile(os.path.join(run, ck, "model.safetensors"))
-    model, tok, cfg = train.load_run(run, "last")
-    assert cfg["train"]["n_embd"] == 16 and not model.training
+    model, tok, cfg = runs.load_run(run, "last")
+    assert cfg["train"]["model"]["n_embd"] == 16 and not model.training
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(data_dir, tmp_path):
     cfg = dict(TINY, dropout=0.1)  # dropout too: its random stream must resume exactly
     full = str(tmp_path / "full")
-    train.train(data_dir, full, train.TrainConfig(**cfg), log=lambda *a: None)
+    train.train(data_dir, full, train.TrainConfig.from_flat(**cfg), log=lambda *a: None)
     part = str(tmp_path / "part")
-    train.train(data_dir, part, train.TrainConfig(**dict(cfg, max_iters=20)), log=lambda *a: None)
-    train.train(data_dir, part, train.TrainConfig(**cfg), resume=True, log=lambda *a: None)
-    a, b = train.read_metrics(full), train.read_metrics(part)
+    train.train(data_dir, part, train.TrainConfig.from_flat(**dict(cfg, max_iters=20)), log=lambda *a: None)
+    train.train(data_dir, part, train.TrainConfig.from_flat(**cfg), resume=True, log=lambda *a: None)
+    a, b = runs.read_metrics(full), runs.read_metrics(part)
     strip = lambda rows: [(r["iter"], r["train_loss"], r["val_loss"], r["lr"]) for r in rows]
     assert strip(a) == strip(b)
-    ma, _, _ = train.load_run(full, "last")
-    mb, _, _ = train.load_run(part, "last")
+    ma, _, _ = runs.load_run(full, "last")
+    mb, _, _ = runs.load_run(part, "last")
     for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert ka == kb and np.array_equal(va, vb)
 
@@ -115,8 +115,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data_dir, tm
         return loss * float("nan") if model.training and calls["n"] > 20 else loss
     monkeypatch.setattr(train, "model_loss", poisoned)
     with pytest.raises(train.TrainingDiverged, match=r"iteration \d+"):
-        train.train(data_dir, run, train.TrainConfig(**TINY), log=lambda *a: None)
-    model, _, _ = train.load_run(run, "last")
+        train.train(data_dir, run, train.TrainConfig.from_flat(**TINY), log=lambda *a: None)
+    model, _, _ = runs.load_run(run, "last")
     assert all(np.isfinite(v).all() for v in model.state_dict().values())
 
 

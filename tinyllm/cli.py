@@ -5,9 +5,9 @@ Argument parsing only; each command calls into the library:
     prepare shakespeare|text   ->  tinyllm.data
     train                      ->  tinyllm.train
     sample / eval / plot       ->  tinyllm.generate, tinyllm.metrics, tinyllm.plot
-    quantize                   ->  tinyllm.train.quantize_run (tinyllm.nn.quantized)
+    quantize                   ->  tinyllm.runs.quantize_run (tinyllm.nn.quantized)
     search                     ->  tinyllm.search
-    merge                      ->  tinyllm.train.merge_run (tinyllm.nn.lora)
+    merge                      ->  tinyllm.runs.merge_run (tinyllm.nn.lora)
     demo                       ->  tinyllm.demo
 """
 import argparse
@@ -48,10 +48,10 @@ def _prepare(args):
 
 
 def _train(args):
-    from .train import TrainConfig, TrainingDiverged, train
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name) is not None}
-    cfg = TrainConfig(**overrides)
+    from .train import TrainingDiverged, train
+    from .train_config import TrainConfig, flat_names
+    names = flat_names()
+    cfg = TrainConfig.from_flat(**{k: v for k, v in vars(args).items() if k in names and v is not None})
     try:
         result = train(args.data, args.out, cfg, resume=args.resume)
     except TrainingDiverged as e:
@@ -64,7 +64,7 @@ def _train(args):
 
 def _sample(args):
     import numpy as np
-    from .train import load_run
+    from .runs import load_run
     model, tok, _ = load_run(args.run, args.checkpoint, device=args.device)
     prompt = tok.encode(args.prompt) if args.prompt else [0]
     from .models import GPT
@@ -80,7 +80,7 @@ def _sample(args):
 def _eval(args):
     from . import data
     from .metrics import evaluate_lm
-    from .train import load_run
+    from .runs import load_run
     model, _, run_config = load_run(args.run, args.checkpoint)
     data_dir = args.data or run_config["data_dir"]
     tokens = data.load_split(data_dir, args.split)
@@ -91,7 +91,7 @@ def _eval(args):
 
 
 def _quantize(args):
-    from .train import quantize_run
+    from .runs import quantize_run
     before, after = quantize_run(args.run, args.out, args.checkpoint)
     print(f"wrote {args.out}: model file {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB (int8 weights)")
     return 0
@@ -113,7 +113,7 @@ def _search(args):
 
 
 def _merge(args):
-    from .train import merge_run
+    from .runs import merge_run
     print(f"wrote {merge_run(args.run, args.out, args.checkpoint)} (LoRA adapters merged into the weights)")
     return 0
 
@@ -125,22 +125,40 @@ def _plot(args):
     return 0
 
 
-def _add_config_flags(parser, config_cls):
-    """One ``--field-name`` flag per dataclass field; unset flags keep the config's default."""
-    for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default: {default})")
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__)
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default: {default})")
+def _add_flag(parser, name, annotation, help):
+    """``--field-name`` for a dataclass field; unset, it is None, so the config's default applies."""
+    flag = "--" + name.replace("_", "-")
+    if annotation in (bool, "bool"):
+        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help)
+    else:
+        kind = {"int": int, "float": float, "str": str}.get(annotation if isinstance(annotation, str) else annotation.__name__)
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=help)
+
+
+def _add_train_flags(parser):
+    """One flag per TrainConfig field, then one per field of the registered models' configs (a flag the
+    chosen model does not have is ignored)."""
+    from .models.registry import get_model, model_names
+    from .train_config import TrainConfig
+    parser.add_argument("--model", "--model-type", dest="model_type", choices=model_names(), default=None,
+                        help=f"(default: {TrainConfig.model_type})")
+    seen = {"model_type", "model", "vocab_size"}  # the data sets vocab_size
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in seen:
+            _add_flag(parser, f.name, f.type, f"(default: {f.default})")
+            seen.add(f.name)
+    entries = [get_model(name) for name in model_names()]
+    for entry in entries:
+        for f in dataclasses.fields(entry.config_class):
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            defaults = ", ".join(f"{e.name}: {getattr(e.default_config(), e.aliases.get(f.name, f.name))}"
+                                 for e in entries if f.name in e.field_names() or f.name in e.aliases)
+            _add_flag(parser, f.name, f.type, f"(default: {defaults})")
 
 
 def build_parser():
-    from .train import TrainConfig
-
     parser = argparse.ArgumentParser(prog="tinyllm", description="tinyllm: a small, exact LLM library in NumPy")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -161,7 +179,7 @@ def build_parser():
     p.add_argument("--data", default="data/shakespeare")
     p.add_argument("--out", default="runs/shakespeare")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last, bit-identically")
-    _add_config_flags(p, TrainConfig)
+    _add_train_flags(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("sample", help="generate text from a trained run")

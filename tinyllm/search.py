@@ -1,6 +1,7 @@
-"""Hyper-parameter search over ``TrainConfig`` fields: grid or random, trials run one after another.
+"""Hyper-parameter search over ``TrainConfig`` fields and the model's: grid or random, trials run one
+after another.
 
-A search space is a JSON object from field names to candidates:
+A search space is a JSON object from field names (``TrainConfig.from_flat``'s) to candidates:
 
     {"lr": [3e-4, 1e-3, 3e-3], "n_layer": [2, 4], "dropout": {"uniform": [0.0, 0.2]},
      "weight_decay": {"log_uniform": [1e-3, 1e-1]}, "n_embd": {"choice": [64, 128]}}
@@ -17,11 +18,10 @@ import math
 import os
 import shutil
 import time
-from dataclasses import fields
-
 import numpy as np
 
-from .train import TrainConfig, train
+from .train import train
+from .train_config import TrainConfig, flat_names
 
 TRIALS_FILE = "trials.jsonl"
 SPEC_FILE = "search.json"
@@ -30,7 +30,7 @@ SPEC_FILE = "search.json"
 def check_space(space):
     if not isinstance(space, dict) or not space:
         raise ValueError("search space: expected a non-empty JSON object of TrainConfig fields")
-    known = {f.name for f in fields(TrainConfig)}
+    known = flat_names()
     for name, spec in space.items():
         if name not in known:
             raise ValueError(f"search space: {name!r} is not a TrainConfig field")
@@ -110,16 +110,11 @@ def run_search(data_dir, out_dir, space, strategy="random", trials=10, budget_it
     for i, params in enumerate(plan):
         if i in done:
             continue
-        cfg = TrainConfig(**{**params, "max_iters": budget_iters, "lr_decay_iters": budget_iters,
-                             "warmup_iters": min(TrainConfig.warmup_iters, budget_iters // 10),
-                             "eval_interval": budget_iters, "progress": False})
-        if "lr" in params and "min_lr" not in params:
-            cfg.min_lr = cfg.lr / 10  # nanoGPT's ratio
         run_dir = os.path.join(out_dir, f"trial_{i:03d}")
         shutil.rmtree(run_dir, ignore_errors=True)  # a trial cut off mid-way starts again
         t0 = time.perf_counter()
         try:
-            result = train(data_dir, run_dir, cfg, log=lambda *a, **k: None)
+            result = train(data_dir, run_dir, _trial_config(params, budget_iters), log=lambda *a, **k: None)
             row = {"trial": i, "params": params, "val_loss": result["val_loss"], "train_loss": result["train_loss"]}
         except (RuntimeError, ValueError) as e:  # a diverged or invalid trial is recorded, not fatal
             row = {"trial": i, "params": params, "val_loss": None, "train_loss": None, "error": str(e)}
@@ -129,6 +124,16 @@ def run_search(data_dir, out_dir, space, strategy="random", trials=10, budget_it
         outcome = f"val loss {row['val_loss']:.4f}" if row["val_loss"] is not None else row["error"]
         log(f"trial {i + 1}/{len(plan)} {params}: {outcome}")
     return leaderboard(out_dir)
+
+
+def _trial_config(params, budget_iters):
+    """The trial's parameters, with the cosine schedule fitted to the budget and one eval at its end."""
+    cfg = TrainConfig.from_flat(**{**params, "max_iters": budget_iters, "lr_decay_iters": budget_iters,
+                                   "warmup_iters": min(TrainConfig.warmup_iters, budget_iters // 10),
+                                   "eval_interval": budget_iters, "progress": False})
+    if "lr" in params and "min_lr" not in params:
+        cfg.min_lr = cfg.lr / 10  # nanoGPT's ratio
+    return cfg
 
 
 def leaderboard(out_dir):

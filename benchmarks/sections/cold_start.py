@@ -32,7 +32,7 @@ def tiny_step(side):
         return torch_recipe(None, cfg, x, y)[1]
     from benchmarks.sections.train_step import tinyllm_recipe
     from tinyllm.train import TrainConfig
-    return tinyllm_recipe(TrainConfig(**TINY))[1]
+    return tinyllm_recipe(TrainConfig.from_flat(**TINY))[1]
 
 
 # the import time includes tune_for_training(), as a user of the CLI pays it before the first step

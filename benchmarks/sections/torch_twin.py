@@ -6,6 +6,7 @@ import numpy as np
 def torch_gpt(cfg, vocab_size):
     """nanoGPT's model in torch at the recipe's settings: no biases, exact GELU, SDPA causal attention,
     lm_head tied to wte. Parameter names are GPT-2's, as in tinyllm, so state dicts map one to one."""
+    cfg = getattr(cfg, "model", cfg)  # a TrainConfig holds the shape in its model config
     import torch
     from torch import nn
     from torch.nn import functional as F

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinyllm as tl
-from tinyllm import backend, data, train
+from tinyllm import backend, data, runs, train
 from tinyllm.cli import main
 from tinyllm.metrics import evaluate_lm
 from tinyllm.models import LSTMLM, FeedForwardLM, TextVAE
@@ -269,9 +269,9 @@ def test_vae_sample_prior_reconstruct_interpolate():
 @pytest.mark.parametrize("model", MODELS)
 def test_each_model_trains_and_its_loss_goes_down(model, data_dir, tmp_path):
     run = str(tmp_path / model)
-    cfg = train.TrainConfig(model=model, **TINY)
+    cfg = train.TrainConfig.from_flat(model=model, **TINY)
     result = train.train(data_dir, run, cfg, log=quiet)
-    evals = [r for r in train.read_metrics(run) if r["val_loss"] is not None]
+    evals = [r for r in runs.read_metrics(run) if r["val_loss"] is not None]
     assert [r["iter"] for r in evals] == [0, 10, 20, 30, 40] and result["iter"] == 40
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.3, [r["val_loss"] for r in evals]
     assert json.load(open(os.path.join(run, "config.json")))["model"]["vocab_size"] == len(set(TEXT))
@@ -281,7 +281,7 @@ def test_each_model_trains_and_its_loss_goes_down(model, data_dir, tmp_path):
             assert abs(r["val_loss"] - (r["recon"] + r["kl"])) < 1e-5
     else:
         assert all("recon" not in r for r in evals)
-    m, _, _ = train.load_run(run, "best")
+    m, _, _ = runs.load_run(run, "best")
     assert type(m).__name__ == {"lstm": "LSTMLM", "ffn": "FeedForwardLM", "vae": "TextVAE"}[model]
 
 
@@ -289,13 +289,13 @@ def test_each_model_trains_and_its_loss_goes_down(model, data_dir, tmp_path):
 def test_resume_is_bit_identical(model, data_dir, tmp_path):
     cfg = dict(TINY, model=model, dropout=0.1, num_layers=2, max_iters=30)  # dropout, word dropout, eps: all resume
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    train.train(data_dir, full, train.TrainConfig(**cfg), log=quiet)
-    train.train(data_dir, part, train.TrainConfig(**dict(cfg, max_iters=20)), log=quiet)
-    train.train(data_dir, part, train.TrainConfig(**cfg), resume=True, log=quiet)
+    train.train(data_dir, full, train.TrainConfig.from_flat(**cfg), log=quiet)
+    train.train(data_dir, part, train.TrainConfig.from_flat(**dict(cfg, max_iters=20)), log=quiet)
+    train.train(data_dir, part, train.TrainConfig.from_flat(**cfg), resume=True, log=quiet)
     strip = lambda rows: [(r["iter"], r["train_loss"], r["val_loss"], r.get("kl")) for r in rows]
-    assert strip(train.read_metrics(full)) == strip(train.read_metrics(part))
-    ma, _, _ = train.load_run(full, "last")
-    mb, _, _ = train.load_run(part, "last")
+    assert strip(runs.read_metrics(full)) == strip(runs.read_metrics(part))
+    ma, _, _ = runs.load_run(full, "last")
+    mb, _, _ = runs.load_run(part, "last")
     for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert ka == kb and np.array_equal(va, vb)
 
@@ -319,6 +319,6 @@ def test_cli_train_sample_eval(model, tmp_path, capsys):
     assert main(["eval", "--run", run]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "accuracy" in out
-    model_obj, _, run_config = train.load_run(run)
+    model_obj, _, run_config = runs.load_run(run)
     r = evaluate_lm(model_obj, data.load_split(d, "val"), 16)
     assert np.isfinite(r["loss"]) and r["loss"] > 0
