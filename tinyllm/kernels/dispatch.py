@@ -10,7 +10,8 @@ this holds, else the NumPy twin:
 2. the arguments at the positions ``floats`` are NumPy (not CuPy) arrays of one dtype, float32 or
    float64, and those at ``arrays`` are NumPy arrays;
 3. ``applies(*args, **kwargs)`` is true: the kernel's own conditions (the last dim, no mask, a size
-   large enough to split, ...), asked only when 1 and 2 hold.
+   large enough to split, ...), asked only when 1 and 2 hold. A kernel whose numba version only pays
+   from some size on also declares ``min_size``, which is asked first of all.
 
 Both versions compute the same function, so the choice changes speed, never meaning; tests tie each
 numba version to its twin.
@@ -29,8 +30,9 @@ class Kernel:
     """One entry point. Calling it runs the function named like ``numba`` or the one named like
     ``numpy`` in their module (see the module's docstring); ``uses_numba(*args, **kwargs)`` says which."""
 
-    def __init__(self, name, numba, numpy, floats=(0,), arrays=(), applies=None, doc=None):
+    def __init__(self, name, numba, numpy, floats=(0,), arrays=(), applies=None, min_size=0, doc=None):
         self.name, self.floats, self.arrays, self.applies = name, floats, arrays, applies
+        self.min_size = min_size  # below this many elements in the first array the twin runs: asked first
         self._first, self._more_floats = floats[0], floats[1:]
         self._functions = vars(sys.modules[numba.__module__])  # the kernel module's globals
         self._numba, self._numpy = numba.__name__, numpy.__name__
@@ -53,10 +55,11 @@ class Kernel:
         return self._functions[self._numba if self._takes_numba(args, kwargs) else self._numpy](*args, **kwargs)
 
     def _takes_numba(self, args, kwargs):
-        if backend.kernels() != "numba":
-            return False
         first = args[self._first]
-        if not isinstance(first, np.ndarray) or first.dtype not in FLOAT_DTYPES:
+        # the cheap tests first: a decode step's small arrays leave here
+        if not isinstance(first, np.ndarray) or first.size < self.min_size or backend.kernels() != "numba":
+            return False
+        if first.dtype not in FLOAT_DTYPES:
             return False
         for i in self._more_floats:
             if not isinstance(args[i], np.ndarray) or args[i].dtype != first.dtype:

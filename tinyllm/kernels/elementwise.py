@@ -88,8 +88,10 @@ def _splits_into(a, b):
     return _splits(a, b) and a.flags.writeable  # a read-only target gets NumPy's error
 
 
-add = Kernel("elementwise.add", add_numba, add_numpy, floats=(0, 1), applies=_splits, doc="a + b, a new array.")
+_MIN_SIZE = min(pool.PARALLEL_MIN["elementwise"])  # smaller arrays never split: NumPy's operator
+add = Kernel("elementwise.add", add_numba, add_numpy, floats=(0, 1), applies=_splits, min_size=_MIN_SIZE,
+             doc="a + b, a new array.")
 add_inplace = Kernel("elementwise.add_inplace", add_inplace_numba, add_inplace_numpy, floats=(0, 1),
-                     applies=_splits_into, doc="a += b; returns a.")
+                     applies=_splits_into, min_size=_MIN_SIZE, doc="a += b; returns a.")
 mul_inplace = Kernel("elementwise.mul_inplace", mul_inplace_numba, mul_inplace_numpy, floats=(0, 1),
-                     applies=_splits_into, doc="a *= b; returns a.")
+                     applies=_splits_into, min_size=_MIN_SIZE, doc="a *= b; returns a.")
