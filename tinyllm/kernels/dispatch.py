@@ -10,8 +10,9 @@ this holds, else the NumPy twin:
 2. the arguments at the positions ``floats`` are NumPy (not CuPy) arrays of one dtype, float32 or
    float64, and those at ``arrays`` are NumPy arrays;
 3. ``applies(*args, **kwargs)`` is true: the kernel's own conditions (the last dim, no mask, a size
-   large enough to split, ...), asked only when 1 and 2 hold. A kernel whose numba version only pays
-   from some size on also declares ``min_size``, which is asked first of all.
+   large enough to split, ...), asked only when 1 and 2 hold. A kernel whose numba version is only a
+   parallel split names its row of ``pool.PARALLEL_MIN`` (``parallel_only``); an array smaller than
+   both its sizes takes the twin after that one comparison.
 
 Both versions compute the same function, so the choice changes speed, never meaning; tests tie each
 numba version to its twin.
@@ -21,6 +22,7 @@ import sys
 import numpy as np
 
 from .. import backend
+from . import pool
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 KERNELS = {}  # 'module.entry_point' -> Kernel, every entry point of tinyllm.kernels
@@ -30,9 +32,9 @@ class Kernel:
     """One entry point. Calling it runs the function named like ``numba`` or the one named like
     ``numpy`` in their module (see the module's docstring); ``uses_numba(*args, **kwargs)`` says which."""
 
-    def __init__(self, name, numba, numpy, floats=(0,), arrays=(), applies=None, min_size=0, doc=None):
+    def __init__(self, name, numba, numpy, floats=(0,), arrays=(), applies=None, parallel_only=None, doc=None):
         self.name, self.floats, self.arrays, self.applies = name, floats, arrays, applies
-        self.min_size = min_size  # below this many elements in the first array the twin runs: asked first
+        self.parallel_only = parallel_only  # a row of pool.PARALLEL_MIN: below its sizes the twin runs
         self._first, self._more_floats = floats[0], floats[1:]
         self._functions = vars(sys.modules[numba.__module__])  # the kernel module's globals
         self._numba, self._numpy = numba.__name__, numpy.__name__
@@ -56,8 +58,12 @@ class Kernel:
 
     def _takes_numba(self, args, kwargs):
         first = args[self._first]
-        # the cheap tests first: a decode step's small arrays leave here
-        if not isinstance(first, np.ndarray) or first.size < self.min_size or backend.kernels() != "numba":
+        if not isinstance(first, np.ndarray):
+            return False
+        # the cheap size test first: a decode step's small arrays leave here
+        if self.parallel_only is not None and first.size < min(pool.PARALLEL_MIN[self.parallel_only]):
+            return False
+        if backend.kernels() != "numba":
             return False
         if first.dtype not in FLOAT_DTYPES:
             return False

@@ -88,10 +88,9 @@ def _splits_into(a, b):
     return _splits(a, b) and a.flags.writeable  # a read-only target gets NumPy's error
 
 
-_MIN_SIZE = min(pool.PARALLEL_MIN["elementwise"])  # smaller arrays never split: NumPy's operator
-add = Kernel("elementwise.add", add_numba, add_numpy, floats=(0, 1), applies=_splits, min_size=_MIN_SIZE,
+add = Kernel("elementwise.add", add_numba, add_numpy, floats=(0, 1), applies=_splits, parallel_only="elementwise",
              doc="a + b, a new array.")
 add_inplace = Kernel("elementwise.add_inplace", add_inplace_numba, add_inplace_numpy, floats=(0, 1),
-                     applies=_splits_into, min_size=_MIN_SIZE, doc="a += b; returns a.")
+                     applies=_splits_into, parallel_only="elementwise", doc="a += b; returns a.")
 mul_inplace = Kernel("elementwise.mul_inplace", mul_inplace_numba, mul_inplace_numpy, floats=(0, 1),
-                     applies=_splits_into, min_size=_MIN_SIZE, doc="a *= b; returns a.")
+                     applies=_splits_into, parallel_only="elementwise", doc="a *= b; returns a.")
