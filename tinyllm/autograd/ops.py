@@ -1,4 +1,6 @@
 """Primitive differentiable ops: one class each, forward and backward side by side, and under each
+
+
 class the Tensor methods and functions that call it.
 
 Every ``backward`` returns one gradient per positional input of ``forward`` (None where the input
@@ -92,6 +94,7 @@ class Add(Function):
 
     def backward(ctx, g):
         return unbroadcast(g, ctx.a_shape), unbroadcast(g, ctx.b_shape)
+
 Tensor.__add__ = Tensor.__radd__ = Tensor.add = _binary(Add)
 
 
@@ -102,6 +105,7 @@ class Sub(Function):
 
     def backward(ctx, g):
         return unbroadcast(g, ctx.a_shape), unbroadcast(-g, ctx.b_shape)
+
 Tensor.__sub__ = Tensor.sub = _binary(Sub)
 Tensor.__rsub__ = _binary(Sub, swap=True)
 
@@ -116,6 +120,7 @@ class Mul(Function):
         da = unbroadcast(g * b, a.shape) if ctx.needs_input_grad[0] else None
         db = unbroadcast(g * a, b.shape) if ctx.needs_input_grad[1] else None
         return da, db
+
 Tensor.__mul__ = Tensor.__rmul__ = Tensor.mul = _binary(Mul)
 
 
@@ -131,6 +136,7 @@ class Div(Function):
         da = unbroadcast(g_over_b, ctx.a_shape) if ctx.needs_input_grad[0] else None
         db = unbroadcast(-g_over_b * ctx.out, ctx.b.shape) if ctx.needs_input_grad[1] else None
         return da, db
+
 Tensor.__truediv__ = Tensor.div = _binary(Div, true_division=True)
 Tensor.__rtruediv__ = _binary(Div, swap=True, true_division=True)
 
@@ -146,6 +152,7 @@ class PowScalar(Function):
         if p == 0:  # not 0 * 0^-1 = nan at a = 0; torch gives 0
             return backend.get_array_module(g).zeros_like(g), None
         return g * (p * ctx.a ** (p - 1)), None
+
 
 class Pow(Function):
     # d(a^b)/da = b * a^(b-1)   (0 where b == 0)
@@ -168,14 +175,23 @@ class Pow(Function):
             db = unbroadcast(g * log_a, b.shape)
         return da, db
 
+
 def _pow(self, exponent):
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        if isinstance(exponent, float) and not backend.is_floating(self.dtype):  # torch: int ** 0.5 is float
+            self = Tensor._wrap(self.data.astype(backend.get_default_dtype()))
         return PowScalar.apply(self, exponent=exponent)
-    return Pow.apply(self, as_tensor_like(exponent, self))
+    return _tensor_pow(self, as_tensor_like(exponent, self))
+
+
+def _tensor_pow(base, exponent):
+    if base.dtype != exponent.dtype:  # torch's promotion: float32 ** int64 stays float32
+        base, exponent = _promote(base, exponent)
+    return Pow.apply(base, exponent)
 
 
 Tensor.__pow__ = Tensor.pow = _pow
-Tensor.__rpow__ = lambda self, base: Pow.apply(as_tensor_like(base, self), self)
+Tensor.__rpow__ = lambda self, base: _tensor_pow(as_tensor_like(base, self), self)
 
 
 class Neg(Function):
@@ -184,6 +200,7 @@ class Neg(Function):
 
     def backward(ctx, g):
         return -g
+
 Tensor.__neg__ = _unary(Neg)
 Tensor.__pos__ = lambda self: self
 
@@ -227,6 +244,7 @@ def _check_matmul(sa, sb):
     for x, y in zip(reversed(batch_a), reversed(batch_b)):
         if x != y and x != 1 and y != 1:
             raise ValueError(f"matmul: batch dimensions of shapes {sa} and {sb} do not broadcast")
+
 Tensor.__matmul__ = Tensor.matmul = _binary(MatMul)
 Tensor.__rmatmul__ = _binary(MatMul, swap=True)
 
@@ -256,6 +274,7 @@ class Exp(Function):
 
     def backward(ctx, g):
         return g * ctx.out
+
 Tensor.exp = _unary(Exp)
 
 
@@ -266,6 +285,7 @@ class Log(Function):
 
     def backward(ctx, g):
         return g / ctx.a
+
 Tensor.log = _unary(Log)
 
 
@@ -277,6 +297,7 @@ class Tanh(Function):
 
     def backward(ctx, g):
         return g * (1 - ctx.out * ctx.out)
+
 Tensor.tanh = _unary(Tanh)
 
 
@@ -290,6 +311,7 @@ class Sigmoid(Function):
 
     def backward(ctx, g):
         return g * ctx.out * (1 - ctx.out)
+
 Tensor.sigmoid = _unary(Sigmoid)
 
 
@@ -300,6 +322,7 @@ class ReLU(Function):
 
     def backward(ctx, g):
         return g * ctx.mask
+
 Tensor.relu = _unary(ReLU)
 
 
@@ -310,6 +333,7 @@ class Sqrt(Function):
 
     def backward(ctx, g):
         return g / (2 * ctx.out)
+
 Tensor.sqrt = _unary(Sqrt)
 
 
@@ -320,12 +344,15 @@ class Abs(Function):
 
     def backward(ctx, g):
         return g * ctx.sign
+
 Tensor.__abs__ = Tensor.abs = _unary(Abs)
 
 
 class Clamp(Function):
     # gradient passes where min <= a <= max, as torch.clamp
     def forward(ctx, a, min=None, max=None):
+        if min is None and max is None:
+            raise RuntimeError("clamp: at least one of min and max must not be None")
         xp = backend.get_array_module(a)
         ctx.mask = xp.ones(a.shape, dtype=bool)
         if min is not None:
@@ -336,6 +363,7 @@ class Clamp(Function):
 
     def backward(ctx, g):
         return g * ctx.mask
+
 Tensor.clamp = lambda self, min=None, max=None: Clamp.apply(self, min=min, max=max)
 
 
@@ -345,6 +373,7 @@ class Clone(Function):
 
     def backward(ctx, g):
         return g
+
 Tensor.clone = _unary(Clone)
 Tensor.contiguous = lambda self: self  # every op accepts any memory layout
 
@@ -361,6 +390,7 @@ class Cast(Function):
 
     def backward(ctx, g):
         return g.astype(ctx.dtype)
+
 
 class ToDevice(Function):
     # y = x on another device   =>   dx = dy moved back
@@ -409,12 +439,14 @@ def _axes(dim, ndim):
         axes.append(d % max(ndim, 1))
     return tuple(sorted(set(axes))) if ndim else ()
 
+
 def _expand_reduced(g, shape, axes, keepdim):
     """Broadcast a reduced gradient back to the input's shape."""
     xp = backend.get_array_module(g)
     if not keepdim and axes:
         g = g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
     return xp.broadcast_to(g, shape)
+
 
 class Sum(Function):
     def forward(ctx, a, dim=None, keepdim=False):
@@ -423,6 +455,7 @@ class Sum(Function):
 
     def backward(ctx, g):
         return _expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
+
 Tensor.sum = lambda self, dim=None, keepdim=False: Sum.apply(self, dim=dim, keepdim=keepdim)
 
 
@@ -434,24 +467,29 @@ class Mean(Function):
 
     def backward(ctx, g):
         return _expand_reduced(g / ctx.count, ctx.shape, ctx.axes, ctx.keepdim)
+
 Tensor.mean = lambda self, dim=None, keepdim=False: Mean.apply(self, dim=dim, keepdim=keepdim)
 
 
 class Var(Function):
     # var = sum((a - mean)^2) / (N - correction)  =>  d var / da = 2 (a - mean) / (N - correction)
+    # With N - correction <= 0 torch's forward divides by max(N - correction, 0) (inf or nan) and its
+    # backward by N - correction as it is; both kept. Python floats, so float32 stays float32.
     def forward(ctx, a, dim=None, keepdim=False, correction=1):
         axes = _axes(dim, a.ndim)
         n = int(np.prod([a.shape[i] for i in axes]))
-        ctx.centered = a - a.mean(axis=axes, keepdims=True)
-        ctx.denom = max(n - correction, 0)
+        ctx.centered = a - a.mean(axis=axes, keepdims=True) if a.size else a
+        ctx.denom = float(n - correction)
         ctx.axes, ctx.keepdim = axes, keepdim
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (ctx.centered ** 2).sum(axis=axes, keepdims=keepdim) / ctx.denom
+            return (ctx.centered ** 2).sum(axis=axes, keepdims=keepdim) / max(ctx.denom, 0.0)
 
     def backward(ctx, g):
         g = _expand_reduced(g, ctx.centered.shape, ctx.axes, ctx.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return g * (2 / ctx.denom) * ctx.centered
+            scale = float(np.float64(2) / ctx.denom)  # inf or nan for 0, not ZeroDivisionError
+            return g * scale * ctx.centered
+
 
 def var(self, dim=None, unbiased=True, keepdim=False, *, correction=None):
     if correction is None:
@@ -476,18 +514,20 @@ class Max(Function):
         axes = _axes(dim, a.ndim)
         reduce = xp.min if minimum else xp.max
         out = reduce(a, axis=axes, keepdims=True)
-        if isinstance(dim, int) and a.ndim:
-            pick = (xp.argmin if minimum else xp.argmax)(a, axis=axes[0], keepdims=True)
-            mask = xp.zeros(a.shape, dtype=a.dtype)
-            xp.put_along_axis(mask, pick, 1, axis=axes[0])
-        else:
-            mask = (a == out).astype(a.dtype)
-            mask /= mask.sum(axis=axes, keepdims=True)
-        ctx.mask, ctx.axes, ctx.keepdim = mask, axes, keepdim
+        if ctx.needs_input_grad[0]:  # only a float tensor needs the gradient's mask (ints, bools: no)
+            if isinstance(dim, int) and a.ndim:
+                pick = (xp.argmin if minimum else xp.argmax)(a, axis=axes[0], keepdims=True)
+                mask = xp.zeros(a.shape, dtype=a.dtype)
+                xp.put_along_axis(mask, pick, 1, axis=axes[0])
+            else:
+                mask = (a == out).astype(a.dtype)
+                mask /= mask.sum(axis=axes, keepdims=True)
+            ctx.mask, ctx.axes, ctx.keepdim = mask, axes, keepdim
         return out if keepdim else out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
 
     def backward(ctx, g):
         return _expand_reduced(g, ctx.mask.shape, ctx.axes, ctx.keepdim) * ctx.mask
+
 Tensor.max = lambda self, dim=None, keepdim=False: Max.apply(self, dim=dim, keepdim=keepdim)
 Tensor.min = lambda self, dim=None, keepdim=False: Max.apply(self, dim=dim, keepdim=keepdim, minimum=True)
 
@@ -518,6 +558,7 @@ class Reshape(Function):
 
     def backward(ctx, g):
         return g.reshape(ctx.shape)
+
 
 def _shape_args(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
@@ -559,6 +600,7 @@ class Transpose(Function):
 
     def backward(ctx, g):
         return g.swapaxes(*ctx.dims)
+
 Tensor.transpose = lambda self, dim0, dim1: Transpose.apply(self, dim0=dim0, dim1=dim1)
 Tensor.mT = property(lambda self: Transpose.apply(self, dim0=-2, dim1=-1))
 
@@ -577,6 +619,7 @@ class Permute(Function):
 
     def backward(ctx, g):
         return g.transpose(ctx.inverse)
+
 Tensor.permute = lambda self, *dims: Permute.apply(self, dims=_shape_args(dims))
 Tensor.T = property(lambda self: Permute.apply(self, dims=tuple(reversed(range(self.ndim)))))
 
@@ -588,6 +631,7 @@ class Expand(Function):
 
     def backward(ctx, g):
         return unbroadcast(g, ctx.shape)
+
 
 def expand(self, *sizes):
     sizes = _shape_args(sizes)
@@ -653,6 +697,7 @@ def _describe_index(index):
     parts = index if isinstance(index, tuple) else (index,)
     return "[" + ", ".join(f"array{p.shape}" if hasattr(p, "shape") else repr(p) for p in parts) + "]"
 
+
 def getitem(self, index):
     return GetItem.apply(self, index=_normalize_index(index))
 
@@ -694,6 +739,7 @@ class MaskedFill(Function):
     def backward(ctx, g):
         return backend.get_array_module(g).where(ctx.mask, 0, g).astype(g.dtype, copy=False), None, None
 
+
 def masked_fill(self, mask, value):
     mask = mask.data if isinstance(mask, Tensor) else mask
     if isinstance(value, Tensor):
@@ -717,6 +763,7 @@ class Where(Function):
         dy = unbroadcast(xp.where(ctx.cond, zero, g), ctx.y_shape) if ctx.needs_input_grad[2] else None
         return None, dx, dy
 
+
 def where(condition, input, other):
     """``where(cond, x, y)``: elements of x where cond is true, else of y; no gradient to cond."""
     cond = condition.data if isinstance(condition, Tensor) else condition
@@ -738,6 +785,7 @@ class Cat(Function):
 
     def backward(ctx, g):
         return tuple(backend.get_array_module(g).split(g, ctx.splits, axis=ctx.dim))
+
 
 def _tensors(tensors, name):
     tensors = list(tensors)
@@ -762,6 +810,7 @@ class Stack(Function):
     def backward(ctx, g):
         xp = backend.get_array_module(g)
         return tuple(xp.moveaxis(g, ctx.dim, 0))
+
 
 def stack(tensors, dim=0):
     return Stack.apply(*_tensors(tensors, "stack"), dim=dim)

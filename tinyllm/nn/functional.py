@@ -160,6 +160,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     t = _data(target)
     t = np.asarray(t) if not hasattr(t, "dtype") else t
     xp = backend.get_array_module(x.data)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if x.ndim == 0:
         raise ValueError("nll_loss: input must have a class dimension, got a 0-d tensor")
     _check_class_target(x, t, ignore_index, "nll_loss")  # else a target of -1 would wrap to class C-1
