@@ -90,3 +90,32 @@ def test_clamp_with_neither_bound_raises_as_torch_does(torch):
     with pytest.raises(RuntimeError, match="at least one of min and max"):
         tl.ones(3).clamp(None, None)
     np.testing.assert_array_equal(tl.tensor([-1.0, 2.0]).clamp(None, 1.0).numpy(), [-1.0, 1.0])
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (7,), (3, 7, 4)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing,weighted", [(0.0, False), (0.2, True)])
+def test_cross_entropy_gives_a_probability_target_its_gradient(torch, shape, reduction, smoothing, weighted):
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal(shape)
+    probs = rng.random(shape)
+    probs /= probs.sum(axis=0 if len(shape) == 1 else 1, keepdims=True)
+    weight = rng.random(7) + 0.5 if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    x, t = tl.tensor(logits, requires_grad=True), tl.tensor(probs, requires_grad=True)
+    xt, tt = torch.tensor(logits, requires_grad=True), torch.tensor(probs, requires_grad=True)
+    out = F.cross_entropy(x, t, weight=None if weight is None else tl.tensor(weight), **kw)
+    out_t = torch.nn.functional.cross_entropy(xt, tt, weight=None if weight is None else torch.tensor(weight), **kw)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    out_t.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.numpy(), out_t.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(t.grad, tt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_target_gradient_passes_gradcheck():
+    rng = np.random.default_rng(2)
+    x = tl.tensor(rng.standard_normal((4, 6)), requires_grad=True)
+    t = tl.tensor(rng.random((4, 6)), requires_grad=True)
+    assert tl.gradcheck(lambda a, b: F.cross_entropy(a, b, label_smoothing=0.1), [x, t])

@@ -146,6 +146,7 @@ class CrossEntropy(Function):
     #   hard target y:  a = (1 - eps) w_y onehot(y) + (eps / C) w      (a = 0 on ignored rows)
     #   soft target t:  a = w * ((1 - eps) t + eps / C)
     # d loss / dx = p * sum(a) - a,  p = softmax(x).   'mean' divides by sum of w_y (hard) or N (soft).
+    # A soft target that requires grad gets d loss / dt = -(1 - eps) w logp.
     # Hard targets run the fused kernels of tinyllm/kernels/cross_entropy.py (only lse is kept).
     fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -159,6 +160,7 @@ class CrossEntropy(Function):
             a = w * ((1 - label_smoothing) * target + label_smoothing / C)
             losses = -(a * logp).sum(axis=-1)  # (N,)
             ctx.logp, ctx.a, denom = logp, a, logits.shape[0]
+            ctx.target_coef = (1 - label_smoothing) * w  # (C,): d a / d target
         else:
             losses, ctx.lse, denom = kernels.cross_entropy.forward(logits, target, weight, ignore_index,
                                                                    label_smoothing)
@@ -181,7 +183,9 @@ class CrossEntropy(Function):
             rows = xp.broadcast_to(scale, (ctx.n,))
         if ctx.soft:
             a = ctx.a
-            return (xp.exp(ctx.logp) * a.sum(axis=-1, keepdims=True) - a) * rows[:, None], None, None
+            dx = (xp.exp(ctx.logp) * a.sum(axis=-1, keepdims=True) - a) * rows[:, None]
+            dt = -(ctx.target_coef * ctx.logp) * rows[:, None] if ctx.needs_input_grad[1] else None
+            return dx, dt, None
         return kernels.cross_entropy.backward(*ctx.args, ctx.lse, rows), None, None
 
 

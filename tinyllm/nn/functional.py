@@ -124,7 +124,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     x = _tensor(input)
     t = _data(target)
     t = _on_device_of(np.asarray(t) if not hasattr(t, "dtype") else t, x)
-    xp = backend.get_array_module(x.data)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -140,13 +139,17 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         _check_class_target(x, t, ignore_index, "cross_entropy")
     if weight is not None and tuple(weight.shape) != (C,):
         raise ValueError(f"cross_entropy: weight has shape {tuple(weight.shape)}, expected ({C},)")
-    # move the class dim last and flatten: (N, C, d1, ...) -> (N*d1*..., C)
-    if x.ndim == 1:
-        logits = x.reshape(1, C)
-        t2 = t.reshape(1, C) if soft else t.reshape(1)
+
+    def classes_last(z):  # (N, C, d1, ...) -> (N*d1*..., C); (C,) -> (1, C)
+        return z.reshape(1, C) if z.ndim == 1 else z if z.ndim == 2 else z.permute(0, *range(2, z.ndim), 1).reshape(-1, C)
+
+    logits = classes_last(x)
+    if not soft:
+        t2 = t.reshape(-1)
+    elif isinstance(target, Tensor) and target.requires_grad:  # probabilities that train get a gradient
+        t2 = classes_last(target)
     else:
-        logits = x if x.ndim == 2 else x.permute(0, *range(2, x.ndim), 1).reshape(-1, C)
-        t2 = (t if t.ndim == 2 else xp.moveaxis(t, 1, -1).reshape(-1, C)) if soft else t.reshape(-1)
+        t2 = classes_last(Tensor._wrap(t))
     out = CrossEntropy.apply(logits, t2, _data(weight), ignore_index=ignore_index, reduction=reduction,
                              label_smoothing=label_smoothing)
     if reduction == "none":
