@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 
 from tinyllm import backend, data, nn, optim  # noqa: E402
 from tinyllm.metrics import evaluate_lm  # noqa: E402
-from tinyllm.train import TrainConfig, build_model, configure_optimizer, estimate_loss  # noqa: E402
+from tinyllm.runs import build_model  # noqa: E402
+from tinyllm.train import TrainConfig, configure_optimizer, estimate_loss  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -51,7 +51,8 @@ def main(argv=None):
     from tinyllm import data
     from tinyllm.metrics import evaluate_lm
     from tinyllm import backend
-    from tinyllm.train import TrainConfig, load_run, train
+    from tinyllm.runs import load_run
+    from tinyllm.train import TrainConfig, train
     backend.tune_for_training()  # a program: the allocator and thread-pool setup training runs get
     pre_iters, ft_iters = (60, 30) if args.quick else (2000, 500)
     max_batches = 10 if args.quick else None

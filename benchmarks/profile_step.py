@@ -21,7 +21,8 @@ import numpy as np
 
 import tinyllm as tl
 from tinyllm import nn
-from tinyllm.train import TrainConfig, build_model, configure_optimizer
+from tinyllm.runs import build_model
+from tinyllm.train import TrainConfig, configure_optimizer
 
 
 def make_step(seed=0):

@@ -72,7 +72,8 @@ def _t95(dof):
 
 def run(quick=False, data_dir="data/shakespeare", iters=None, log=print):
     from tinyllm import data
-    from tinyllm.train import TrainConfig, build_model, train
+    from tinyllm.runs import build_model
+    from tinyllm.train import TrainConfig, train
     sizes = QUICK_SIZES if quick else SIZES
     iters = iters or (150 if quick else 600)
     meta = data.read_meta(data_dir)

@@ -7,7 +7,8 @@ import pytest
 import tinyllm as tl
 from tinyllm import backend, checkpoint, nn
 from tinyllm.models import GPT, GPTConfig
-from tinyllm.train import TrainConfig, build_model
+from tinyllm.runs import build_model
+from tinyllm.train import TrainConfig
 
 CUDA = backend.cuda_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="needs CuPy and a CUDA GPU"))]

@@ -14,7 +14,7 @@ def _pyplot():
 
 def plot_run(run_dir, out=None):
     """Train (per-iteration and evaluated) and val loss against iteration; returns the PNG path."""
-    from .train import read_metrics
+    from .runs import read_metrics
     plt = _pyplot()
     rows = read_metrics(run_dir)
     evals = [r for r in rows if r.get("val_loss") is not None]

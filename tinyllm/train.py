@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backend, data, nn, optim, runs
 from .autograd import no_grad
-from .runs import build_model, load_run, read_metrics  # noqa: F401  (for callers: build a model, read a run back)
+from .runs import build_model, load_run, read_metrics  # noqa: F401  (public names older code imports from here)
 from .train_config import TrainConfig
 
 

@@ -15,7 +15,8 @@ def tinyllm_recipe(cfg=None, vocab_size=84, seed=0):
     benchmarks/profile_step.make_step, but keeps the model so torch can copy its weights)."""
     import tinyllm as tl
     from tinyllm import nn
-    from tinyllm.train import TrainConfig, build_model, configure_optimizer
+    from tinyllm.runs import build_model
+    from tinyllm.train import TrainConfig, configure_optimizer
     cfg = cfg or TrainConfig()
     tl.manual_seed(seed)
     model = build_model(cfg, vocab_size=vocab_size)
