@@ -2,7 +2,7 @@
 
 Each function checks its arguments (torch's names, shapes and defaults) and applies one op: the fused
 ones (linear, softmax, layer_norm, cross_entropy, attention, ...) are in ``tinyllm/autograd/fused.py``,
-the primitives in ``tinyllm/autograd/ops.py``.
+the primitives in ``tinyllm/autograd/ops.py`` and ``shapes.py``.
 """
 import math
 
