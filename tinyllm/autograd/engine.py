@@ -7,8 +7,8 @@ tensors, so their arrays die with them unless a backward saved them (torch's ``g
 
 ``backward()`` sorts that graph with an explicit stack (never recursion: a 20,000-op chain is fine),
 calls each op's backward in reverse order, sums the gradients that reach each node, and leaves the
-leaves' gradients in ``.grad`` as plain arrays. The ops live in ``ops.py``, ``shapes.py`` and ``fused.py``; the
-faster way of summing gradients (fewer copies) lives in ``grad_buffers.py``.
+leaves' gradients in ``.grad`` as plain arrays. The ops live in ``ops.py``, ``shapes.py`` and
+``fused.py``; the faster way of summing gradients (fewer copies) lives in ``grad_buffers.py``.
 """
 import numpy as np
 
@@ -78,7 +78,7 @@ def _check_same_device(op, arrays):
 
 class Tensor:
     """An n-dimensional array with an optional gradient, shaped like ``torch.Tensor``. Its operators
-    and methods are attached beside the op each one calls, in ``ops.py``, ``shapes.py`` and ``fused.py``."""
+    and methods are attached beside the op each one calls (``ops.py``, ``shapes.py``, ``fused.py``)."""
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
