@@ -37,7 +37,11 @@ def cuda_available():
 
 
 def _check_device(name):
+    """The device's canonical name ('cpu' or 'cuda') from a name or a ``device`` object; one clear
+    error for anything else."""
     name = str(name).lower()
+    if name == "cpu:0":  # torch's spelling of the one CPU
+        name = "cpu"
     if name.startswith("cuda:"):  # one GPU for now: cuda:0 is cuda
         if name != "cuda:0":
             raise ValueError(f"device {name!r}: only one CUDA device (cuda or cuda:0) is supported")
@@ -53,13 +57,13 @@ def _check_device(name):
 def dtype_and_device(args, kwargs):
     """The ``(dtype, device)`` of a torch-style ``.to(...)`` call: positional strings other than float
     dtype names are devices, anything else a dtype; ``dtype=`` / ``device=`` keywords win."""
-    dtype, device = None, None
+    dtype, where = None, None
     for a in args:
-        if isinstance(a, str) and a not in ("float16", "float32", "float64"):
-            device = a
+        if isinstance(a, device) or (isinstance(a, str) and a not in ("float16", "float32", "float64")):
+            where = a
         else:
             dtype = a
-    return kwargs.get("dtype", dtype), kwargs.get("device", device)
+    return kwargs.get("dtype", dtype), kwargs.get("device", where)
 
 
 def device_of(array):
@@ -81,12 +85,28 @@ def get_device():
 
 
 class device:
-    """``with tl.device('cuda'):`` makes factories (``zeros``, ``randn``, ...) and new parameters
-    create their arrays on that device. Random numbers are drawn on the host from tinyllm's generator
-    and then moved, so a seed gives the same values on every device."""
+    """A device, as ``torch.device``: ``tl.device('cpu')`` can be passed wherever a device name can
+    (``device=`` of the factories, ``.to(...)``). ``with tl.device('cuda'):`` makes factories
+    (``zeros``, ``randn``, ...) and new parameters create their arrays on that device. Random numbers
+    are drawn on the host from tinyllm's generator and then moved, so a seed gives the same values on
+    every device."""
 
     def __init__(self, name):
         self.name = _check_device(name)
+
+    type = property(lambda self: self.name)  # torch.device('cpu').type == 'cpu'
+
+    def __str__(self):
+        return self.name
+
+    def __repr__(self):
+        return f"device(type={self.name!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, (device, str)) and str(other) == self.name
+
+    def __hash__(self):
+        return hash(self.name)
 
     def __enter__(self):
         global _device
@@ -172,6 +192,23 @@ def default_dtype(dtype):
 
 def is_floating(dtype):
     return np.dtype(dtype).kind == "f"
+
+
+def finfo(dtype=None):
+    """Like ``torch.finfo``: NumPy's machine limits (``eps``, ``max``, ``min``, ``tiny``) of a floating
+    dtype, the default dtype when none is given."""
+    d = get_default_dtype() if dtype is None else np.dtype(dtype)
+    if d.kind != "f":
+        raise TypeError(f"finfo: expected a floating dtype, got {d}")
+    return np.finfo(d)
+
+
+def iinfo(dtype):
+    """Like ``torch.iinfo``: NumPy's limits (``min``, ``max``, ``bits``) of an integer dtype."""
+    d = np.dtype(dtype)
+    if d.kind not in "iu":
+        raise TypeError(f"iinfo: expected an integer dtype, got {d}")
+    return np.iinfo(d)
 
 
 # ---------------------------------------------------------------------------------------------
