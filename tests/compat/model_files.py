@@ -38,17 +38,17 @@ def load(relative_path, framework):
 
 
 class Without:
-    """A view of a module without some attributes (``hasattr`` is False for them), so a model file
-    takes its fallback path: ``Without(torch, {'nn.functional': {'scaled_dot_product_attention'}})``."""
+    """A view of a module without some of its attributes (``hasattr`` is False for them), so that a
+    model file takes its fallback path. ``hidden`` maps a dotted path below the module to the names
+    hidden there: ``Without(torch, {'nn.functional': {'scaled_dot_product_attention'}})``."""
 
     def __init__(self, module, hidden):
         self._module, self._hidden = module, hidden
 
     def __getattr__(self, name):
         if name in self._hidden.get("", ()):
-            raise AttributeError(name)
+            raise AttributeError(f"{name!r} is hidden from this view of {self._module.__name__}")
         value = getattr(self._module, name)
-        inner = {key.partition(".")[2]: names for key, names in self._hidden.items()
-                 if key == name or key.startswith(name + ".")}
-        inner = {("" if key == "" else key): names for key, names in inner.items()}
-        return Without(value, inner) if inner else value
+        below = {path[len(name):].lstrip("."): names for path, names in self._hidden.items()
+                 if path == name or path.startswith(name + ".")}
+        return Without(value, below) if below else value
