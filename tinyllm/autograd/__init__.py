@@ -6,6 +6,7 @@ from .engine import Function, Tensor
 from . import ops, shapes, fused
 from .ops import unbroadcast
 from .shapes import cat, stack, where
+from .einsum import einsum
 from .factory import (arange, as_tensor, empty, full, ones, ones_like, rand, randint, randn, tensor,
                       zeros, zeros_like)
 from .gradcheck import gradcheck
