@@ -6,6 +6,7 @@ from .engine import Function, Tensor
 from . import ops, shapes, fused
 from .ops import unbroadcast
 from .shapes import cat, stack, where
+from .einsum import einsum
 from .factory import (arange, as_tensor, empty, empty_like, eye, full, full_like, linspace, ones, ones_like,
                       rand, rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
 from . import functions
