@@ -4,6 +4,7 @@ and functions that call it (see ``ops.py`` for the conventions)."""
 import numpy as np
 
 from .. import backend
+from . import grad_mode
 from .engine import Function, Tensor
 from .grad_buffers import SliceGrad
 from .ops import _axes, as_tensor_like, unbroadcast
@@ -112,35 +113,107 @@ Tensor.expand = expand
 class GetItem(Function):
     # basic indexing is a view: its gradient is written into place. Advanced (integer-array)
     # indexing is a gather: its gradient is a scatter-add, so repeated indices accumulate.
-    def forward(ctx, a, index):
-        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+    # ``then``: the advanced part, applied to the view ``a[index]`` (see ``_torch_index``).
+    def forward(ctx, a, index, then=None):
+        ctx.shape, ctx.dtype, ctx.index, ctx.then = a.shape, a.dtype, index, then
         ctx.strides = None if a.flags.c_contiguous else a.strides  # the gradient's memory order
         try:
-            return a[index]
+            return a[index] if then is None else a[index][then]
         except IndexError as e:
-            raise IndexError(f"index {_describe_index(index)} is invalid for a tensor of shape {a.shape}: {e}") from None
+            raise IndexError(f"index {_describe_index(index, then)} is invalid for a tensor of shape "
+                             f"{a.shape}: {e}") from None
 
     def backward(ctx, g):
         xp = backend.get_array_module(g)
-        if _is_basic_index(ctx.index):  # g where the view lies, zero elsewhere
+        if ctx.then is None and _is_basic_index(ctx.index):  # g where the view lies, zero elsewhere
             if not backend.plain():  # fast path: the engine fills one buffer for all of a tensor's slices
                 return SliceGrad(ctx.shape, ctx.index, g, ctx.strides)
             grad = xp.zeros(ctx.shape, dtype=g.dtype)
             grad[ctx.index] = g
             return grad
         grad = xp.zeros(ctx.shape, dtype=g.dtype)
-        xp.add.at(grad, _bool_to_int_index(ctx.index), g)
+        if ctx.then is None:
+            xp.add.at(grad, _bool_to_int_index(ctx.index), g)
+        else:  # grad[index] is a view of grad, so the scatter-add lands in grad
+            xp.add.at(grad[ctx.index], _bool_to_int_index(ctx.then), g)
         return grad
 
 
-def _normalize_index(index):
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
+def _torch_index(index):
+    """torch's reading of an index, as ``(index, then)`` for NumPy: ``a[index]``, then ``[then]``
+    when ``then`` is not None.
+
+    Tensors become arrays: a 0-d integer tensor is an int (torch selects with it), a uint8 tensor a
+    mask; a list is an index array, or a tuple when it holds a slice, None, Ellipsis, a tensor or a
+    sequence (as torch still reads it). Where ints meet index arrays torch differs from NumPy: it
+    applies the ints first, as slices that drop their dim, so ``x[1, :, idx]`` is ``x[1][:, idx]``
+    (NumPy would put idx's dims first). A Python bool adds a dim and counts as an index array.
+    """
+    if type(index) is int or type(index) is slice:  # the common cases, kept cheap
+        return index, None
+    if isinstance(index, list) and _list_is_tuple(index):
+        index = tuple(index)
+    parts = tuple(_index_part(p) for p in (index if isinstance(index, tuple) else (index,)))
+    has_int = has_array = has_bool = False
+    for p in parts:
+        if isinstance(p, (bool, np.bool_)):
+            has_bool = True
+        elif isinstance(p, (int, np.integer)):
+            has_int = True
+        elif hasattr(p, "ndim"):
+            has_array = True
+    if not (has_bool or (has_int and has_array)):  # NumPy's reading is torch's
+        return (parts if isinstance(index, tuple) else parts[0]), None
+    return _split_at_ints(parts)
+
+
+def _index_part(p):
+    if isinstance(p, Tensor):
+        p = p.data
+        if p.dtype == np.uint8:  # torch reads a byte tensor as a mask
+            p = p.astype(bool)
+    elif isinstance(p, list):
+        p = np.asarray(p) if p else np.zeros(0, dtype=np.int64)
+    elif isinstance(p, float):
+        raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long or byte tensors are "
+                         f"valid indices (got float {p})")
+    if hasattr(p, "ndim") and not isinstance(p, np.generic):
+        if p.dtype.kind not in "iub":
+            raise IndexError(f"tensors used as indices must be long, int, byte or bool tensors, got {p.dtype}")
+        if p.ndim == 0:  # torch selects with a 0-d integer tensor, and reads a 0-d bool as a Python bool
+            return bool(p) if p.dtype == bool else int(p)
+    return p
+
+
+def _list_is_tuple(seq):
+    return len(seq) < 32 and any(p is None or p is Ellipsis or isinstance(p, (slice, Tensor, list, tuple))
+                                 or (hasattr(p, "ndim") and p.ndim > 0) for p in seq)
+
+
+def _split_at_ints(parts):
+    """(basic, advanced): ints, slices and None applied first (a view), then the index arrays, each
+    on the dim it indexes in that view. A Python bool is a new dim of 1 indexed by [0] (or by []
+    when False), as NumPy reads it."""
+    basic, then = [], []
+    for p in parts:
+        if p is Ellipsis:
+            basic.append(Ellipsis)
+            then.append(Ellipsis)
+        elif p is None:
+            basic.append(None)
+            then.append(slice(None))
+        elif isinstance(p, (bool, np.bool_)):
+            basic.append(None)
+            then.append(np.zeros(1 if p else 0, dtype=np.intp))
+        elif isinstance(p, (int, np.integer)):
+            basic.append(p)
+        elif isinstance(p, slice):
+            basic.append(p)
+            then.append(slice(None))
+        else:  # an index array: it keeps its dims for now
+            basic.extend([slice(None)] * (p.ndim if p.dtype == bool else 1))
+            then.append(p)
+    return tuple(basic), tuple(then)
 
 
 def _is_basic_index(index):
@@ -159,13 +232,15 @@ def _bool_to_int_index(index):
     return tuple(out)
 
 
-def _describe_index(index):
+def _describe_index(index, then=None):
     parts = index if isinstance(index, tuple) else (index,)
-    return "[" + ", ".join(f"array{p.shape}" if hasattr(p, "shape") else repr(p) for p in parts) + "]"
+    text = "[" + ", ".join(f"array{p.shape}" if hasattr(p, "shape") else repr(p) for p in parts) + "]"
+    return text if then is None else text + _describe_index(then)
 
 
 def getitem(self, index):
-    return GetItem.apply(self, index=_normalize_index(index))
+    index, then = _torch_index(index)
+    return GetItem.apply(self, index=index, then=then)
 
 
 def split(self, split_size_or_sections, dim=0):
@@ -206,14 +281,178 @@ class MaskedFill(Function):
         return backend.get_array_module(g).where(ctx.mask, 0, g).astype(g.dtype, copy=False), None, None
 
 
+def _check_mask_and_value(mask, value):
+    if getattr(mask, "dtype", None) != bool:
+        raise RuntimeError(f"masked_fill: only boolean masks are supported, got a mask of dtype "
+                           f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    if isinstance(value, Tensor) and value.ndim:
+        raise RuntimeError(f"masked_fill: the value must be a number or a 0-d tensor, got a tensor of "
+                           f"shape {value.shape}")
+
+
 def masked_fill(self, mask, value):
     mask = mask.data if isinstance(mask, Tensor) else mask
+    _check_mask_and_value(mask, value)
     if isinstance(value, Tensor):
+        if value.requires_grad and grad_mode.enabled:  # the value gets the sum of the filled gradients
+            return where(Tensor._wrap(mask), value.to(self.dtype), self)
         value = value.item()
     return MaskedFill.apply(self, mask, value=value)
 
 
 Tensor.masked_fill = masked_fill
+
+
+# =============================================================================================
+# in-place ops
+# =============================================================================================
+# torch's rules: with no graph to record (under no_grad, or nothing involved requires grad) the
+# write goes into ``.data`` and every view of the tensor sees it. A leaf that requires grad refuses
+# outside no_grad. Otherwise the op runs out of place and the tensor takes over the result's array
+# and graph node (torch's CopySlices), so the arrays earlier ops saved for backward stay unchanged.
+
+
+def _in_place(self, others, out_of_place, write, view=False):
+    """Run an in-place op on ``self`` by the rules above; ``others``: the op's other inputs."""
+    records = grad_mode.enabled and (self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad
+                                                                for o in others))
+    if not records:
+        write(self.data)
+        return self
+    if self._ctx is None and self.requires_grad:
+        leaf = "a view of a leaf Variable" if view else "a leaf Variable"
+        raise RuntimeError(f"{leaf} that requires grad is being used in an in-place operation.")
+    out = out_of_place()
+    if self._retains_grad:  # the retained gradient is the new version's
+        if self._ctx is not None:
+            self._ctx.retained = None
+        out._ctx.retained = self
+    self.data, self._ctx, self.requires_grad = out.data, out._ctx, out.requires_grad
+    return self
+
+
+def _assign(array, index, then, value):
+    """``array[index] = value``, or ``array[index][then] = value`` (a view, so it writes ``array``)."""
+    target, index = (array, index) if then is None else (array[index], then)
+    try:
+        target[index] = value
+    except ValueError:
+        raise RuntimeError(f"setitem: a value of shape {tuple(np.shape(value))} does not broadcast to the "
+                           f"indexed shape {target[index].shape}") from None
+    except IndexError as e:
+        raise IndexError(f"index {_describe_index(index)} is invalid for a tensor of shape {array.shape}: "
+                         f"{e}") from None
+
+
+class SetItem(Function):
+    # out = a with out[index] = value   =>   da = g with zeros at index, dvalue = g[index] (summed
+    # down to value's shape; a repeated index hands the same gradient to each value written there)
+    def forward(ctx, a, value, index, then=None):
+        ctx.index, ctx.then = index, then
+        ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
+        out = a.copy()
+        _assign(out, index, then, value)
+        return out
+
+    def backward(ctx, g):
+        da = dvalue = None
+        if ctx.needs_input_grad[0]:
+            da = g.copy()
+            _assign(da, ctx.index, ctx.then, 0)
+        if ctx.needs_input_grad[1]:
+            picked = g[ctx.index] if ctx.then is None else g[ctx.index][ctx.then]
+            dvalue = _sum_to(picked, ctx.value_shape).astype(ctx.value_dtype, copy=False)
+        return da, dvalue
+
+
+def _sum_to(grad, shape):
+    """unbroadcast, also to a shape with more leading 1s than ``grad`` has dims (torch allows them)."""
+    shape = tuple(shape)
+    lead = len(shape) - grad.ndim
+    if lead <= 0:
+        return unbroadcast(grad, shape)
+    return unbroadcast(grad, shape[lead:]).reshape(shape)
+
+
+def setitem(self, index, value):
+    if isinstance(value, (list, tuple)):
+        raise TypeError(f"can't assign a {type(value).__name__} to a tensor (make it a tensor first)")
+    index, then = _torch_index(index)
+    view = then is None and index is not Ellipsis and _is_basic_index(index)  # torch writes through a view
+    _in_place(self, (value,),
+              lambda: SetItem.apply(self, as_tensor_like(value, self), index=index, then=then),
+              lambda data: _assign(data, index, then, value.data if isinstance(value, Tensor) else value),
+              view=view)
+
+
+Tensor.__setitem__ = setitem
+
+
+class Copy(Function):
+    # out = src broadcast to a's shape and dtype   =>   da = 0, dsrc = g summed down to src's shape
+    def forward(ctx, a, src):
+        ctx.src_shape, ctx.src_dtype = src.shape, src.dtype
+        out = backend.get_array_module(a).empty_like(a)
+        out[...] = src
+        return out
+
+    def backward(ctx, g):
+        xp = backend.get_array_module(g)
+        da = xp.zeros_like(g) if ctx.needs_input_grad[0] else None
+        dsrc = unbroadcast(g, ctx.src_shape).astype(ctx.src_dtype, copy=False) if ctx.needs_input_grad[1] else None
+        return da, dsrc
+
+
+def copy_(self, src, non_blocking=False):
+    """Copy ``src`` (a tensor, or anything NumPy can read: an array, a torch tensor) into ``self``,
+    broadcast to its shape and cast to its dtype; the gradient flows to ``src``."""
+    if not isinstance(src, Tensor):
+        src = src.detach() if hasattr(src, "detach") else src  # a torch tensor
+        src = Tensor._wrap(backend.get_array_module(self.data).asarray(src))
+    if not _broadcasts(src.shape, self.shape) or np.broadcast_shapes(src.shape, self.shape) != self.shape:
+        raise RuntimeError(f"copy_: the source's shape {src.shape} does not broadcast to {self.shape}")
+    return _in_place(self, (src,), lambda: Copy.apply(self, src), lambda data: data.__setitem__(..., src.data))
+
+
+def _broadcasts(shape, to):
+    try:
+        np.broadcast_shapes(shape, to)
+        return True
+    except ValueError:
+        return False
+
+
+def fill_(self, value):
+    if isinstance(value, Tensor) and value.ndim:
+        raise RuntimeError(f"fill_: the value must be a number or a 0-d tensor, got a tensor of shape {value.shape}")
+    value = as_tensor_like(value, self)
+    return _in_place(self, (value,), lambda: Copy.apply(self, value), lambda data: data.__setitem__(..., value.data))
+
+
+def masked_fill_(self, mask, value):
+    mask_array = mask.data if isinstance(mask, Tensor) else mask
+
+    _check_mask_and_value(mask_array, value)
+
+    def write(data):
+        xp = backend.get_array_module(data)
+        try:
+            where = xp.broadcast_to(mask_array, data.shape)
+        except ValueError:
+            raise ValueError(f"masked_fill_: mask of shape {mask_array.shape} does not broadcast to "
+                             f"{data.shape}") from None
+        xp.copyto(data, xp.asarray(value.data if isinstance(value, Tensor) else value, dtype=data.dtype),
+                  where=where)
+    return _in_place(self, (value,), lambda: masked_fill(self, mask, value), write)
+
+
+def detach_(self):
+    self._ctx, self.requires_grad = None, False
+    return self
+
+
+Tensor.copy_, Tensor.fill_, Tensor.masked_fill_, Tensor.detach_ = copy_, fill_, masked_fill_, detach_
+Tensor.zero_ = lambda self: fill_(self, 0)
 
 
 class Where(Function):
