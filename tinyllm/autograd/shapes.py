@@ -7,7 +7,7 @@ from .. import backend
 from . import grad_mode
 from .engine import Function, Tensor
 from .grad_buffers import SliceGrad
-from .ops import _axes, as_tensor_like, unbroadcast
+from .ops import Clone, _axes, as_tensor_like, unbroadcast
 
 
 # =============================================================================================
@@ -519,3 +519,213 @@ class Stack(Function):
 
 def stack(tensors, dim=0):
     return Stack.apply(*_tensors(tensors, "stack"), dim=dim)
+
+
+# =============================================================================================
+# triangles, repeats, flips and moves
+# =============================================================================================
+
+
+class Triangle(Function):
+    # y = x where the mask keeps it, else 0   =>   dx = g masked the same way
+    def forward(ctx, a, diagonal, upper):
+        if a.ndim < 2:
+            name = "triu" if upper else "tril"
+            raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions, got shape {a.shape}")
+        ctx.diagonal, ctx.upper = diagonal, upper
+        xp = backend.get_array_module(a)
+        return xp.triu(a, diagonal) if upper else xp.tril(a, diagonal)  # on the last two dims
+
+    def backward(ctx, g):
+        xp = backend.get_array_module(g)
+        return xp.triu(g, ctx.diagonal) if ctx.upper else xp.tril(g, ctx.diagonal)
+
+
+def tril(input, diagonal=0):
+    """The lower triangle of the last two dims (``diagonal`` > 0 keeps more above it), zeros above."""
+    return Triangle.apply(input, diagonal=int(diagonal), upper=False)
+
+
+def triu(input, diagonal=0):
+    """The upper triangle of the last two dims (``diagonal`` > 0 drops more), zeros below."""
+    return Triangle.apply(input, diagonal=int(diagonal), upper=True)
+
+
+Tensor.tril, Tensor.triu = tril, triu
+
+
+class Repeat(Function):
+    # y = x tiled sizes[i] times along dim i   =>   dx = the sum of g's tiles
+    def forward(ctx, a, sizes):
+        if len(sizes) < a.ndim:
+            raise RuntimeError(f"repeat: {len(sizes)} repeat sizes {tuple(sizes)} for a tensor with {a.ndim} "
+                               "dimensions; give at least one per dimension")
+        if any(n < 0 for n in sizes):
+            raise RuntimeError(f"repeat: sizes must be non-negative, got {tuple(sizes)}")
+        ctx.shape = a.shape
+        a = a.reshape((1,) * (len(sizes) - a.ndim) + a.shape)  # (1, ..., *shape)
+        ctx.padded = a.shape
+        return backend.get_array_module(a).tile(a, sizes)  # (sizes[0] * n0, sizes[1] * n1, ...)
+
+    def backward(ctx, g):
+        tiles = [n for pair in zip(g.shape, ctx.padded) for n in (pair[0] // max(pair[1], 1), pair[1])]
+        if 0 in g.shape:
+            return backend.get_array_module(g).zeros(ctx.shape, dtype=g.dtype)
+        g = g.reshape(tiles).sum(axis=tuple(range(0, len(tiles), 2)))  # (s0, n0, s1, n1, ...) -> (n0, n1, ...)
+        return g.reshape(ctx.shape)
+
+
+Tensor.repeat = lambda self, *sizes: Repeat.apply(self, sizes=tuple(int(n) for n in _shape_args(sizes)))
+
+
+class IndexSelect(Function):
+    # y = x picked at ``index`` along ``dim``   =>   dx = g scatter-added back (repeats accumulate)
+    def forward(ctx, a, index, dim):
+        ctx.shape, ctx.dim, ctx.index = a.shape, dim, index
+        try:
+            return backend.get_array_module(a).take(a, index, axis=dim)
+        except IndexError as e:
+            raise IndexError(f"index_select: {e} (dim {dim} of shape {a.shape})") from None
+
+    def backward(ctx, g):
+        xp = backend.get_array_module(g)
+        grad = xp.zeros(ctx.shape, dtype=g.dtype)
+        xp.add.at(grad, (slice(None),) * ctx.dim + (ctx.index,), g)
+        return grad
+
+
+def _dim(dim, ndim, name):
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{name}: dim {dim} is out of range for a tensor with {ndim} dimensions "
+                         f"(expected a dim in [{-n}, {n - 1}])")
+    return dim % n
+
+
+def _index_array(index, name):
+    index = index.data if isinstance(index, Tensor) else np.asarray(index)
+    if index.dtype.kind not in "iu":
+        raise RuntimeError(f"{name}: the index must be an integer tensor, got dtype {index.dtype}")
+    return index
+
+
+def index_select(input, dim, index):
+    """The entries at ``index`` (a 1-D integer tensor) along ``dim``, in that order."""
+    index = _index_array(index, "index_select")
+    if index.ndim > 1:
+        raise IndexError(f"index_select: the index must be 0-d or 1-d, got shape {index.shape}")
+    dim = _dim(dim, input.ndim, "index_select")
+    if input.ndim == 0:
+        if index.size != 1:
+            raise RuntimeError(f"index_select: a 0-d tensor takes one index, got {index.size}")
+        return reshape(IndexSelect.apply(reshape(input, (1,)), index=index.reshape(-1), dim=0), ())
+    return IndexSelect.apply(input, index=index.reshape(-1), dim=dim)
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """Each entry repeated ``repeats`` times (an int, or one count per entry) along ``dim`` (None:
+    of the flattened tensor). ``repeat_interleave(counts)`` alone repeats 0, 1, 2, ... that often."""
+    if repeats is None:  # torch.repeat_interleave(repeats)
+        counts = _index_array(input, "repeat_interleave")
+        return Tensor._wrap(np.repeat(np.arange(counts.size), counts.reshape(-1)))
+    if dim is None:
+        input, dim = reshape(input, (-1,)), 0
+    dim = _dim(dim, input.ndim, "repeat_interleave")
+    n = input.shape[dim] if input.ndim else 1
+    counts = repeats if isinstance(repeats, int) else _index_array(repeats, "repeat_interleave").reshape(-1)
+    if isinstance(counts, np.ndarray) and counts.size == 1:
+        counts = int(counts[0])
+    if isinstance(counts, np.ndarray) and counts.size != n:
+        raise RuntimeError(f"repeat_interleave: {counts.size} repeats for {n} entries along dim {dim}")
+    if np.any(np.asarray(counts) < 0):
+        raise RuntimeError(f"repeat_interleave: repeats must be non-negative, got {repeats}")
+    index = np.repeat(np.arange(n), counts)
+    if output_size is not None and output_size != index.size:
+        raise RuntimeError(f"repeat_interleave: output_size {output_size} but the repeats give {index.size}")
+    return index_select(input, dim, index)
+
+
+Tensor.index_select, Tensor.repeat_interleave = index_select, repeat_interleave
+
+
+class Flip(Function):
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return backend.get_array_module(a).flip(a, dims)
+
+    def backward(ctx, g):
+        return backend.get_array_module(g).flip(g, ctx.dims)
+
+
+def _dims(dims, ndim, name):
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    out = tuple(_dim(d, ndim, name) for d in dims)
+    if len(set(out)) != len(out):
+        raise RuntimeError(f"{name}: dim {dims} appears multiple times in the list of dims")
+    return out
+
+
+def flip(input, dims):
+    """The tensor with the order of its entries reversed along each of ``dims``."""
+    dims = _dims(dims, input.ndim, "flip")
+    return Flip.apply(input, dims=dims) if input.ndim else Clone.apply(input)
+
+
+class Roll(Function):
+    def forward(ctx, a, shifts, dims):
+        ctx.shifts, ctx.dims = shifts, dims
+        return backend.get_array_module(a).roll(a, shifts, dims)
+
+    def backward(ctx, g):
+        return backend.get_array_module(g).roll(g, tuple(-s for s in ctx.shifts), ctx.dims)
+
+
+def roll(input, shifts, dims=None):
+    """The entries shifted cyclically by ``shifts`` along ``dims`` (None: of the flattened tensor)."""
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    if dims is None:
+        if len(shifts) != 1:
+            raise RuntimeError(f"roll: {len(shifts)} shifts {shifts} but no dims (give one dim per shift)")
+        return reshape(Roll.apply(reshape(input, (-1,)), shifts=shifts, dims=(0,)), input.shape)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"roll: shifts {shifts} and dims {dims} should have the same length")
+    return Roll.apply(input, shifts=shifts, dims=tuple(_dim(d, input.ndim, "roll") for d in dims))
+
+
+Tensor.flip, Tensor.roll = flip, roll
+
+
+def narrow(input, dim, start, length):
+    """The ``length`` entries from ``start`` along ``dim`` (a view, as torch's)."""
+    dim = _dim(dim, input.ndim, "narrow")
+    start, size = int(start), input.shape[dim]
+    if not -size <= start <= size:
+        raise IndexError(f"narrow: start {start} is out of range for dim {dim} of size {size} "
+                         f"(expected a start in [{-size}, {size}])")
+    start = start + size if start < 0 else start
+    if length < 0 or start + length > size:
+        raise RuntimeError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({size}).")
+    return getitem(input, (slice(None),) * dim + (slice(start, start + length),))
+
+
+def unbind(input, dim=0):
+    """The slices along ``dim``, each without that dim."""
+    dim = _dim(dim, input.ndim, "unbind")
+    return tuple(getitem(input, (slice(None),) * dim + (i,)) for i in range(input.shape[dim]))
+
+
+def movedim(input, source, destination):
+    """The tensor with its dims ``source`` moved to positions ``destination`` (the rest keep their order)."""
+    source = _dims(source, input.ndim, "movedim")
+    destination = _dims(destination, input.ndim, "movedim")
+    if len(source) != len(destination):
+        raise RuntimeError(f"movedim: source {source} and destination {destination} should have the same "
+                           "number of dims")
+    order = [d for d in range(input.ndim) if d not in source]
+    for dst, src in sorted(zip(destination, source)):
+        order.insert(dst, src)
+    return Permute.apply(input, dims=tuple(order))
+
+
+Tensor.narrow, Tensor.unbind, Tensor.movedim, Tensor.moveaxis = narrow, unbind, movedim, movedim
