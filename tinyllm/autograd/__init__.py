@@ -3,7 +3,7 @@
 tensor factories, torch's function forms of the Tensor methods (``functions.py``) and gradcheck."""
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .engine import Function, Tensor
-from . import ops, shapes, fused
+from . import ops, shapes, fused, selection
 from .ops import unbroadcast
 from .shapes import cat, stack, where
 from .einsum import einsum

@@ -153,10 +153,6 @@ class Tensor:
             self._ctx.retained = self
         return self
 
-    def zero_(self):
-        self.data[...] = 0
-        return self
-
     def __repr__(self):
         extra = ", requires_grad=True" if self.requires_grad else ""
         body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
