@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import backend, kernels
 from .engine import Function, Tensor
+from .ops import unbroadcast
 
 
 # =============================================================================================
@@ -231,7 +232,9 @@ class Dropout(Function):
 
 
 class ScaledDotProductAttention(Function):
-    # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept
+    # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept.
+    # A float mask that requires grad adds S = q k^T scale + mask  =>  dmask = dS, summed over the
+    # dims the mask was broadcast along (such a mask always runs on the reference: see _scores_grad).
     fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, q, k, v, mask=None, scale=1.0, is_causal=False):
         q, k, v = kernels.attention.kernel_inputs(q, k, v, mask)  # kept for the backward as they are
@@ -241,9 +244,29 @@ class ScaledDotProductAttention(Function):
         return out
 
     def backward(ctx, g):
+        if ctx.needs_input_grad[3]:
+            return _attention_backward_with_mask_grad(ctx, g)
         dq, dk, dv = kernels.attention.attention_backward(
             ctx.q, ctx.k, ctx.v, ctx.out, ctx.lse, g, ctx.scale, ctx.is_causal, ctx.mask)
         return dq, dk, dv, None
+
+
+def _attention_backward_with_mask_grad(ctx, g):
+    """The reference backward (kernels/attention.py's attention_backward_numpy) that also returns dS,
+    the gradient of the pre-softmax scores, as the additive mask's gradient:
+        P = exp(S - lse),  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),
+        dQ = dS K scale,  dK = dS^T Q scale,  dV = P^T dO,  dmask = dS summed to the mask's shape."""
+    xp = backend.get_array_module(g)
+    q, k, v, mask, scale = ctx.q, ctx.k, ctx.v, ctx.mask, ctx.scale
+    s = (q @ k.swapaxes(-1, -2)) * scale + mask  # (..., T, S)
+    with np.errstate(invalid="ignore"):  # a row masked out entirely (lse -inf) gets no gradient
+        p = xp.where(xp.isfinite(ctx.lse)[..., None], xp.exp(s - ctx.lse[..., None]), 0).astype(q.dtype, copy=False)
+    dv = p.swapaxes(-1, -2) @ g  # (..., S, Dv)
+    dp = g @ v.swapaxes(-1, -2)  # (..., T, S)
+    ds = p * (dp - (g * ctx.out).sum(axis=-1, keepdims=True))  # (..., T, S)
+    dq = (ds @ k) * scale
+    dk = (ds.swapaxes(-1, -2) @ q) * scale
+    return dq, dk, dv, unbroadcast(ds, mask.shape)
 
 
 # =============================================================================================

@@ -233,24 +233,57 @@ def dropout(input, p=0.5, training=True):
 # =============================================================================================
 
 
+def _repeat_kv_heads(x, n_head, name):
+    """(..., H_kv, S, D) -> (..., n_head, S, D), each kv head repeated n_head / H_kv times in a row
+    (torch's repeat_interleave: query head h reads kv head h // (n_head / H_kv)); the gradient of the
+    repeats sums back through expand."""
+    if x.ndim < 3:
+        raise IndexError(f"scaled_dot_product_attention: enable_gqa needs a head dim (-3), but {name} has "
+                         f"shape {x.shape}")
+    h = x.shape[-3]
+    if n_head % h:
+        raise RuntimeError(f"scaled_dot_product_attention: the {h} heads of {name} must divide the "
+                           f"{n_head} heads of query (enable_gqa=True)")
+    if h == n_head:
+        return x
+    rep = n_head // h
+    lead = x.shape[:-3]
+    grouped = x.reshape(lead + (h, 1) + x.shape[-2:]).expand(*lead, h, rep, *x.shape[-2:])  # (..., h, rep, S, D)
+    return grouped.reshape(lead + (n_head,) + x.shape[-2:])
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, enable_gqa=False):
     """torch's SDPA: softmax(q k^T * scale + mask) v over the last two dims.
 
-    ``attn_mask`` is boolean (True = may attend) or additive floats, broadcastable to (..., L, S).
-    With ``dropout_p > 0`` the probabilities are materialised and dropped out (no fused path).
+    ``attn_mask`` is boolean (True = may attend) or additive floats, broadcastable to (..., L, S); a
+    float mask that requires grad gets one (a learned attention bias). The leading dims of q, k, v
+    broadcast; with ``enable_gqa`` key and value may have fewer heads (dim -3) than query, a divisor
+    of its count (grouped-query attention). With ``dropout_p > 0`` the probabilities are materialised
+    and dropped out (no fused path).
     """
     q, k, v = _tensor(query), _tensor(key), _tensor(value)
-    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same rank >= 2, got "
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need rank >= 2, got "
                          f"{q.shape}, {k.shape}, {v.shape}")
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or q.shape[:-2] != k.shape[:-2] \
-            or k.shape[:-2] != v.shape[:-2]:
+    if enable_gqa:
+        if q.ndim < 3:
+            raise IndexError(f"scaled_dot_product_attention: enable_gqa needs a head dim (-3), but query "
+                             f"has shape {q.shape}")
+        k, v = _repeat_kv_heads(k, q.shape[-3], "key"), _repeat_kv_heads(v, q.shape[-3], "value")
+    try:
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        lead = None
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or lead is None:
         raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, v {v.shape} "
                          f"do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    # leading dims that differ are broadcast (torch's math path does); equal ones are left as they are
+    q, k, v = (x if x.shape[:-2] == lead else x.expand(*lead, *x.shape[-2:]) for x in (q, k, v))
     if attn_mask is not None and is_causal:
         raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
     mask = _on_device_of(_data(attn_mask), q)
+    mask_tensor = None  # the mask as a graph input, when it wants a gradient
     if mask is not None:
         target = q.shape[:-1] + (k.shape[-2],)
         try:
@@ -259,14 +292,20 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {mask.shape} does not "
                              f"broadcast to {target}") from None
         if mask.dtype != bool:
+            if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
+                mask_tensor = attn_mask if attn_mask.dtype == q.dtype else attn_mask.to(q.dtype)
             mask = mask.astype(q.dtype, copy=False)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if dropout_p > 0.0:
         scores = (q @ k.transpose(-2, -1)) * scale
         if mask is not None:
-            scores = scores.masked_fill(~mask, -np.inf) if mask.dtype == bool else scores + Tensor(mask)
+            if mask.dtype == bool:
+                scores = scores.masked_fill(~mask, -np.inf)
+            else:
+                scores = scores + (Tensor(mask) if mask_tensor is None else mask_tensor)
         if is_causal:
             L, S = scores.shape[-2:]
             scores = scores.masked_fill(~np.tril(np.ones((L, S), dtype=bool)), -np.inf)
         return dropout(softmax(scores, dim=-1), dropout_p, True) @ v
-    return ScaledDotProductAttention.apply(q, k, v, mask, scale=scale, is_causal=is_causal)
+    return ScaledDotProductAttention.apply(q, k, v, mask if mask_tensor is None else mask_tensor,
+                                           scale=scale, is_causal=is_causal)
