@@ -10,8 +10,8 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..autograd.fused import (GELU, CrossEntropy, Dropout, Embedding, LayerNorm, Linear, LogSoftmax,
-                              ScaledDotProductAttention, Softmax, _dim)
+from ..autograd.fused import (GELU, ConstantPad, CrossEntropy, Dropout, Embedding, IndexPad, LayerNorm, Linear,
+                              LogSoftmax, RMSNorm, ScaledDotProductAttention, SiLU, Softmax, _dim)
 from ..autograd.ops import as_tensor_like
 
 
@@ -68,6 +68,21 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {shape}")
     return LayerNorm.apply(x, weight, bias, n_dims=len(shape), eps=eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x^2) + eps) * weight over the last ``len(normalized_shape)`` dims; ``eps=None`` is
+    the machine epsilon of the input's dtype, as torch."""
+    x = _tensor(input)
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"rms_norm: normalized_shape {shape} does not match the last dims of input {x.shape}")
+    if weight is not None and tuple(weight.shape) != shape:
+        raise ValueError(f"rms_norm: weight has shape {tuple(weight.shape)}, expected {shape}")
+    if not backend.is_floating(x.dtype):
+        raise TypeError(f"rms_norm: input must be floating point, got dtype {x.dtype}")
+    eps = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+    return RMSNorm.apply(x, weight, n_dims=len(shape), eps=eps)
 
 
 # =============================================================================================
@@ -209,8 +224,7 @@ def sigmoid(input):
 
 
 def silu(input):
-    x = _tensor(input)
-    return x * x.sigmoid()
+    return SiLU.apply(_tensor(input))
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -226,6 +240,89 @@ def dropout(input, p=0.5, training=True):
     if not training or p == 0.0:
         return x
     return Dropout.apply(x, p=p)
+
+
+# =============================================================================================
+# padding and one-hot
+# =============================================================================================
+
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def _pad_index(n, before, after, mode):
+    """The source position, in 0..n-1, of each of the n + before + after output positions."""
+    if mode == "circular":  # as torch: crop first (negative amounts), then wrap around what is left
+        lo, hi = max(-before, 0), n - max(-after, 0)
+        return np.arange(-max(before, 0), hi - lo + max(after, 0)) % (hi - lo) + lo
+    i = np.arange(-before, n + after)
+    if mode == "reflect":  # mirror without repeating the edge
+        i = np.abs(i)
+        return np.where(i > n - 1, 2 * (n - 1) - i, i)
+    return np.clip(i, 0, n - 1)  # replicate
+
+
+def pad(input, pad, mode="constant", value=None):
+    """torch's F.pad: ``pad`` = (before, after) pairs from the last dim backwards; a negative amount
+    crops. 'constant' pads any dims with ``value`` (default 0); 'reflect', 'replicate' and 'circular'
+    pad the last 1 to 3 dims of a (batch, channel, ...) input, as torch."""
+    x = _tensor(input)
+    pad = tuple(int(p) for p in pad)
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"pad: unknown padding mode {mode!r} (allowed: {', '.join(_PAD_MODES)})")
+    if len(pad) % 2:
+        raise ValueError(f"pad: the padding {pad} must have an even length ((before, after) per dim)")
+    k = len(pad) // 2
+    if k > x.ndim:
+        raise ValueError(f"pad: the padding {pad} covers {k} dims, but the input has only {x.ndim} "
+                         f"(shape {x.shape})")
+    pairs = [(0, 0)] * (x.ndim - k) + [(pad[2 * j], pad[2 * j + 1]) for j in reversed(range(k))]
+    for d, (n, (b, a)) in enumerate(zip(x.shape, pairs)):
+        if n + b + a < 0:
+            raise ValueError(f"pad: dim {d} of size {n} padded by ({b}, {a}) would have negative size "
+                             f"{n + b + a}")
+    if mode == "constant":
+        value = 0 if value is None else value
+        return ConstantPad.apply(x, pads=tuple(pairs), value=value)
+    if value is not None and value != 0:
+        raise ValueError(f"pad: mode {mode!r} takes no value, got value={value}")
+    if k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(f"pad: mode {mode!r} pads the last 1, 2 or 3 dims of a {k + 1}- or "
+                                  f"{k + 2}-d input (batch, channels, ...); got a padding of length "
+                                  f"{len(pad)} for input of shape {x.shape}")
+    index = {}
+    for d in range(x.ndim - k, x.ndim):
+        n, (b, a) = x.shape[d], pairs[d]
+        limit = n - 1 if mode == "reflect" else n - max(-b, 0) - max(-a, 0)  # circular: the cropped size
+        if mode != "replicate" and max(b, a) > limit:
+            raise ValueError(f"pad: mode {mode!r} pads dim {d} of size {n} by at most {limit}, got ({b}, {a})")
+        if mode == "replicate" and n == 0 and (b > 0 or a > 0):
+            raise ValueError(f"pad: mode 'replicate' cannot pad the empty dim {d}")
+        if (b, a) != (0, 0):
+            index[d] = _on_device_of(_pad_index(n, b, a, mode), x)
+    if not index:  # nothing to gather: a copy, as torch returns a new tensor
+        return ConstantPad.apply(x, pads=tuple(pairs), value=0)
+    return IndexPad.apply(x, index=index)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape (*tensor.shape, num_classes) with a 1 at each class id; ``num_classes=-1``
+    means the largest id + 1."""
+    ids = _data(tensor)
+    ids = np.asarray(ids) if not hasattr(ids, "dtype") else ids
+    xp = backend.get_array_module(ids)
+    if ids.dtype != np.int64:
+        raise TypeError(f"one_hot: the class ids must be an int64 tensor, got dtype {ids.dtype}")
+    if num_classes == -1:
+        if ids.size == 0:
+            raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass num_classes")
+        num_classes = int(ids.max()) + 1
+    if ids.size and int(ids.min()) < 0:
+        raise ValueError(f"one_hot: class ids must be non-negative, got {int(ids.min())}")
+    if ids.size and int(ids.max()) >= num_classes:
+        raise ValueError(f"one_hot: class id {int(ids.max())} is out of range for num_classes={num_classes}")
+    out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)
+    return Tensor._wrap(out)
 
 
 # =============================================================================================
