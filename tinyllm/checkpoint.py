@@ -132,7 +132,8 @@ def _is_replaceable(path):
 
 
 def _to_host(a):
-    """A C-contiguous NumPy array from a NumPy/CuPy array or a Tensor (anything with ``.data``)."""
+    """A C-contiguous NumPy array from a NumPy/CuPy array or a Tensor (a state_dict's values: through
+    ``Tensor.__array__``, which hands over the data without a copy)."""
     if not hasattr(a, "shape") and hasattr(a, "data"):
         a = a.data
     if hasattr(a, "get") and not isinstance(a, np.ndarray):  # CuPy -> host

@@ -238,13 +238,17 @@ def test_repr_shows_the_tree_like_torch():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_state_dict_holds_numpy_copies():
+def test_state_dict_holds_detached_tensors_sharing_the_parameters_memory():
     m = Block()
     sd = m.state_dict()
-    assert all(type(v) is np.ndarray for v in sd.values())
-    sd["fc.weight"][...] = 123.0
-    assert not (m.fc.weight.data == 123.0).any()  # a copy, not a view of the live parameter
+    assert all(type(v) is tl.Tensor and not v.requires_grad for v in sd.values())
+    np.copyto(sd["fc.weight"].data, 123.0)  # as torch: writing into the state_dict writes the model
+    assert (m.fc.weight.data == 123.0).all()
     assert sd["fc.weight"].shape == (3, 4) and sd["fc.bias"].shape == (3,)
+    np.copyto(sd["running"].data, 7.0)  # buffers too
+    assert (m.running.data == 7.0).all()
+    assert m.state_dict(keep_vars=True)["fc.weight"] is m.fc.weight
+    assert list(m.state_dict(prefix="block.")) == ["block." + k for k in sd]
 
 
 def test_load_state_dict_casts_dtype_in_place():
@@ -261,7 +265,7 @@ def test_load_state_dict_casts_dtype_in_place():
 
 def test_load_state_dict_errors_name_the_keys():
     m = Block()
-    good = m.state_dict()
+    good = {k: v.numpy().copy() for k, v in m.state_dict().items()}  # a snapshot, not the live tensors
     bad = dict(good)
     del bad["ln.bias"]
     bad["fc.extra"] = np.zeros(2)
@@ -333,7 +337,7 @@ def test_torch_tensors_load_directly():
 def test_our_state_dict_loads_into_torch():
     tl.manual_seed(3)
     ours, theirs = mlp_pair()
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in ours.state_dict().items()})
     x = np.random.default_rng(4).standard_normal((7, 6))
     np.testing.assert_allclose(ours(tl.tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(),
                                rtol=1e-12, atol=1e-12)
@@ -348,7 +352,7 @@ def test_embedding_state_dict_both_directions():
     np.testing.assert_array_equal(ours(ids).data, theirs(torch.tensor(ids)).detach().numpy())
     tl.manual_seed(5)
     ours2 = nn.Embedding(11, 5, dtype=np.float64)
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours2.state_dict().items()})
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in ours2.state_dict().items()})
     np.testing.assert_array_equal(theirs(torch.tensor(ids)).detach().numpy(), ours2(ids).data)
 
 

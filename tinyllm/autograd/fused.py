@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import backend, kernels
 from .engine import Function, Tensor
+from .ops import unbroadcast
 
 
 # =============================================================================================
@@ -116,6 +117,29 @@ class LayerNorm(Function):
 
 
 
+class RMSNorm(Function):
+    # y = xhat * w,  xhat = x * rstd,  rstd = 1/sqrt(mean(x^2) + eps)         (stats over the last dims)
+    # d rstd / dx_j = -rstd^3 x_j / C,  so with dxhat = dy * w:
+    # dx = rstd * (dxhat - xhat * mean(dxhat * xhat)),   dw = sum(dy * xhat)   (over the leading dims)
+    fresh_grads = True  # every gradient is a new array (see Function)
+    def forward(ctx, x, weight, n_dims, eps):
+        xp = backend.get_array_module(x)
+        C = math.prod(x.shape[x.ndim - n_dims:])
+        x2 = x.reshape(-1, C)  # (N, C)
+        rstd = 1 / xp.sqrt((x2 * x2).mean(axis=-1, keepdims=True) + eps)  # (N, 1)
+        xhat = x2 * rstd
+        ctx.xhat, ctx.rstd, ctx.shape, ctx.wshape = xhat, rstd, x.shape, x.shape[x.ndim - n_dims:]
+        ctx.w2 = None if weight is None else weight.reshape(C)
+        return (xhat if weight is None else xhat * ctx.w2).reshape(x.shape)
+
+    def backward(ctx, g):
+        g2 = g.reshape(ctx.xhat.shape)  # (N, C)
+        dxhat = g2 if ctx.w2 is None else g2 * ctx.w2
+        dx = ctx.rstd * (dxhat - ctx.xhat * (dxhat * ctx.xhat).mean(axis=-1, keepdims=True))
+        dw = (g2 * ctx.xhat).sum(axis=0).reshape(ctx.wshape) if ctx.needs_input_grad[1] else None
+        return dx.reshape(ctx.shape), dw
+
+
 # =============================================================================================
 # embedding
 # =============================================================================================
@@ -212,6 +236,20 @@ class GELU(Function):
         return g * dydx
 
 
+class SiLU(Function):
+    # y = x s(x), s = sigmoid  =>  dx = dy * s (1 + x (1 - s));  s from exp(-|x|), so never overflows
+    fresh_grads = True  # every gradient is a new array (see Function)
+    def forward(ctx, x):
+        xp = backend.get_array_module(x)
+        e = xp.exp(-xp.abs(x))
+        ctx.x, ctx.s = x, xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return x * ctx.s
+
+    def backward(ctx, g):
+        s = ctx.s
+        return g * (s * (1 + ctx.x * (1 - s)))
+
+
 class Dropout(Function):
     # y = x * m / (1 - p) with m ~ Bernoulli(1 - p)   =>   dx = dy * m / (1 - p)
     def forward(ctx, x, p):
@@ -231,7 +269,9 @@ class Dropout(Function):
 
 
 class ScaledDotProductAttention(Function):
-    # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept
+    # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept.
+    # A float mask that requires grad adds S = q k^T scale + mask  =>  dmask = dS, summed over the
+    # dims the mask was broadcast along (such a mask always runs on the reference: see _scores_grad).
     fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, q, k, v, mask=None, scale=1.0, is_causal=False):
         q, k, v = kernels.attention.kernel_inputs(q, k, v, mask)  # kept for the backward as they are
@@ -241,9 +281,76 @@ class ScaledDotProductAttention(Function):
         return out
 
     def backward(ctx, g):
+        if ctx.needs_input_grad[3]:
+            return _attention_backward_with_mask_grad(ctx, g)
         dq, dk, dv = kernels.attention.attention_backward(
             ctx.q, ctx.k, ctx.v, ctx.out, ctx.lse, g, ctx.scale, ctx.is_causal, ctx.mask)
         return dq, dk, dv, None
+
+
+def _attention_backward_with_mask_grad(ctx, g):
+    """The reference backward (kernels/attention.py's attention_backward_numpy) that also returns dS,
+    the gradient of the pre-softmax scores, as the additive mask's gradient:
+        P = exp(S - lse),  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),
+        dQ = dS K scale,  dK = dS^T Q scale,  dV = P^T dO,  dmask = dS summed to the mask's shape."""
+    xp = backend.get_array_module(g)
+    q, k, v, mask, scale = ctx.q, ctx.k, ctx.v, ctx.mask, ctx.scale
+    s = (q @ k.swapaxes(-1, -2)) * scale + mask  # (..., T, S)
+    with np.errstate(invalid="ignore"):  # a row masked out entirely (lse -inf) gets no gradient
+        p = xp.where(xp.isfinite(ctx.lse)[..., None], xp.exp(s - ctx.lse[..., None]), 0).astype(q.dtype, copy=False)
+    dv = p.swapaxes(-1, -2) @ g  # (..., S, Dv)
+    dp = g @ v.swapaxes(-1, -2)  # (..., T, S)
+    ds = p * (dp - (g * ctx.out).sum(axis=-1, keepdims=True))  # (..., T, S)
+    dq = (ds @ k) * scale
+    dk = (ds.swapaxes(-1, -2) @ q) * scale
+    return dq, dk, dv, unbroadcast(ds, mask.shape)
+
+
+# =============================================================================================
+# padding
+# =============================================================================================
+
+
+class ConstantPad(Function):
+    # y = x set into a block of `value` (a negative pad crops)  =>  dx = dy where x landed, 0 where cropped
+    fresh_grads = True  # every gradient is a new array (see Function)
+    def forward(ctx, x, pads, value):
+        """``pads``: one (before, after) per dim of x."""
+        xp = backend.get_array_module(x)
+        out = xp.full(tuple(n + b + a for n, (b, a) in zip(x.shape, pads)), value, dtype=x.dtype)
+        ctx.src = tuple(slice(max(-b, 0), n - max(-a, 0)) for n, (b, a) in zip(x.shape, pads))
+        ctx.dst = tuple(slice(max(b, 0), max(b, 0) + max(s.stop - s.start, 0)) for (b, _), s in zip(pads, ctx.src))
+        ctx.shape = x.shape
+        out[ctx.dst] = x[ctx.src]
+        return out
+
+    def backward(ctx, g):
+        dx = backend.get_array_module(g).zeros(ctx.shape, dtype=g.dtype)
+        dx[ctx.src] = g[ctx.dst]
+        return dx, None
+
+
+class IndexPad(Function):
+    # 'reflect', 'replicate', 'circular': y = x gathered along each padded dim by an index array
+    # idx[d] (positions -before .. n+after-1 mapped into 0..n-1)  =>  dx = dy scatter-added back by idx
+    fresh_grads = True  # every gradient is a new array (see Function)
+    def forward(ctx, x, index):
+        """``index``: {dim: the source position of every output position along dim}."""
+        xp = backend.get_array_module(x)
+        ctx.index, ctx.shape = index, x.shape
+        for d, idx in index.items():
+            x = xp.take(x, idx, axis=d)
+        return x
+
+    def backward(ctx, g):
+        xp = backend.get_array_module(g)
+        shape = list(g.shape)
+        for d, idx in reversed(list(ctx.index.items())):
+            shape[d] = ctx.shape[d]
+            summed = xp.zeros(shape, dtype=g.dtype)
+            xp.add.at(summed, (slice(None),) * d + (idx,), g)
+            g = summed
+        return g
 
 
 # =============================================================================================

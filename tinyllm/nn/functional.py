@@ -10,8 +10,8 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..autograd.fused import (GELU, CrossEntropy, Dropout, Embedding, LayerNorm, Linear, LogSoftmax,
-                              ScaledDotProductAttention, Softmax, _dim)
+from ..autograd.fused import (GELU, ConstantPad, CrossEntropy, Dropout, Embedding, IndexPad, LayerNorm, Linear,
+                              LogSoftmax, RMSNorm, ScaledDotProductAttention, SiLU, Softmax, _dim)
 from ..autograd.ops import as_tensor_like
 
 
@@ -68,6 +68,21 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {shape}")
     return LayerNorm.apply(x, weight, bias, n_dims=len(shape), eps=eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x^2) + eps) * weight over the last ``len(normalized_shape)`` dims; ``eps=None`` is
+    the machine epsilon of the input's dtype, as torch."""
+    x = _tensor(input)
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"rms_norm: normalized_shape {shape} does not match the last dims of input {x.shape}")
+    if weight is not None and tuple(weight.shape) != shape:
+        raise ValueError(f"rms_norm: weight has shape {tuple(weight.shape)}, expected {shape}")
+    if not backend.is_floating(x.dtype):
+        raise TypeError(f"rms_norm: input must be floating point, got dtype {x.dtype}")
+    eps = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+    return RMSNorm.apply(x, weight, n_dims=len(shape), eps=eps)
 
 
 # =============================================================================================
@@ -209,8 +224,7 @@ def sigmoid(input):
 
 
 def silu(input):
-    x = _tensor(input)
-    return x * x.sigmoid()
+    return SiLU.apply(_tensor(input))
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -229,28 +243,144 @@ def dropout(input, p=0.5, training=True):
 
 
 # =============================================================================================
+# padding and one-hot
+# =============================================================================================
+
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def _pad_index(n, before, after, mode):
+    """The source position, in 0..n-1, of each of the n + before + after output positions."""
+    if mode == "circular":  # as torch: crop first (negative amounts), then wrap around what is left
+        lo, hi = max(-before, 0), n - max(-after, 0)
+        return np.arange(-max(before, 0), hi - lo + max(after, 0)) % (hi - lo) + lo
+    i = np.arange(-before, n + after)
+    if mode == "reflect":  # mirror without repeating the edge
+        i = np.abs(i)
+        return np.where(i > n - 1, 2 * (n - 1) - i, i)
+    return np.clip(i, 0, n - 1)  # replicate
+
+
+def pad(input, pad, mode="constant", value=None):
+    """torch's F.pad: ``pad`` = (before, after) pairs from the last dim backwards; a negative amount
+    crops. 'constant' pads any dims with ``value`` (default 0); 'reflect', 'replicate' and 'circular'
+    pad the last 1 to 3 dims of a (batch, channel, ...) input, as torch."""
+    x = _tensor(input)
+    pad = tuple(int(p) for p in pad)
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"pad: unknown padding mode {mode!r} (allowed: {', '.join(_PAD_MODES)})")
+    if len(pad) % 2:
+        raise ValueError(f"pad: the padding {pad} must have an even length ((before, after) per dim)")
+    k = len(pad) // 2
+    if k > x.ndim:
+        raise ValueError(f"pad: the padding {pad} covers {k} dims, but the input has only {x.ndim} "
+                         f"(shape {x.shape})")
+    pairs = [(0, 0)] * (x.ndim - k) + [(pad[2 * j], pad[2 * j + 1]) for j in reversed(range(k))]
+    for d, (n, (b, a)) in enumerate(zip(x.shape, pairs)):
+        if n + b + a < 0:
+            raise ValueError(f"pad: dim {d} of size {n} padded by ({b}, {a}) would have negative size "
+                             f"{n + b + a}")
+    if mode == "constant":
+        value = 0 if value is None else value
+        return ConstantPad.apply(x, pads=tuple(pairs), value=value)
+    if value is not None and value != 0:
+        raise ValueError(f"pad: mode {mode!r} takes no value, got value={value}")
+    if k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(f"pad: mode {mode!r} pads the last 1, 2 or 3 dims of a {k + 1}- or "
+                                  f"{k + 2}-d input (batch, channels, ...); got a padding of length "
+                                  f"{len(pad)} for input of shape {x.shape}")
+    index = {}
+    for d in range(x.ndim - k, x.ndim):
+        n, (b, a) = x.shape[d], pairs[d]
+        limit = n - 1 if mode == "reflect" else n - max(-b, 0) - max(-a, 0)  # circular: the cropped size
+        if mode != "replicate" and max(b, a) > limit:
+            raise ValueError(f"pad: mode {mode!r} pads dim {d} of size {n} by at most {limit}, got ({b}, {a})")
+        if mode == "replicate" and n == 0 and (b > 0 or a > 0):
+            raise ValueError(f"pad: mode 'replicate' cannot pad the empty dim {d}")
+        if (b, a) != (0, 0):
+            index[d] = _on_device_of(_pad_index(n, b, a, mode), x)
+    if not index:  # nothing to gather: a copy, as torch returns a new tensor
+        return ConstantPad.apply(x, pads=tuple(pairs), value=0)
+    return IndexPad.apply(x, index=index)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape (*tensor.shape, num_classes) with a 1 at each class id; ``num_classes=-1``
+    means the largest id + 1."""
+    ids = _data(tensor)
+    ids = np.asarray(ids) if not hasattr(ids, "dtype") else ids
+    xp = backend.get_array_module(ids)
+    if ids.dtype != np.int64:
+        raise TypeError(f"one_hot: the class ids must be an int64 tensor, got dtype {ids.dtype}")
+    if num_classes == -1:
+        if ids.size == 0:
+            raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass num_classes")
+        num_classes = int(ids.max()) + 1
+    if ids.size and int(ids.min()) < 0:
+        raise ValueError(f"one_hot: class ids must be non-negative, got {int(ids.min())}")
+    if ids.size and int(ids.max()) >= num_classes:
+        raise ValueError(f"one_hot: class id {int(ids.max())} is out of range for num_classes={num_classes}")
+    out = (ids[..., None] == xp.arange(num_classes)).astype(np.int64)
+    return Tensor._wrap(out)
+
+
+# =============================================================================================
 # attention
 # =============================================================================================
 
 
+def _repeat_kv_heads(x, n_head, name):
+    """(..., H_kv, S, D) -> (..., n_head, S, D), each kv head repeated n_head / H_kv times in a row
+    (torch's repeat_interleave: query head h reads kv head h // (n_head / H_kv)); the gradient of the
+    repeats sums back through expand."""
+    if x.ndim < 3:
+        raise IndexError(f"scaled_dot_product_attention: enable_gqa needs a head dim (-3), but {name} has "
+                         f"shape {x.shape}")
+    h = x.shape[-3]
+    if n_head % h:
+        raise RuntimeError(f"scaled_dot_product_attention: the {h} heads of {name} must divide the "
+                           f"{n_head} heads of query (enable_gqa=True)")
+    if h == n_head:
+        return x
+    rep = n_head // h
+    lead = x.shape[:-3]
+    grouped = x.reshape(lead + (h, 1) + x.shape[-2:]).expand(*lead, h, rep, *x.shape[-2:])  # (..., h, rep, S, D)
+    return grouped.reshape(lead + (n_head,) + x.shape[-2:])
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, enable_gqa=False):
     """torch's SDPA: softmax(q k^T * scale + mask) v over the last two dims.
 
-    ``attn_mask`` is boolean (True = may attend) or additive floats, broadcastable to (..., L, S).
-    With ``dropout_p > 0`` the probabilities are materialised and dropped out (no fused path).
+    ``attn_mask`` is boolean (True = may attend) or additive floats, broadcastable to (..., L, S); a
+    float mask that requires grad gets one (a learned attention bias). The leading dims of q, k, v
+    broadcast; with ``enable_gqa`` key and value may have fewer heads (dim -3) than query, a divisor
+    of its count (grouped-query attention). With ``dropout_p > 0`` the probabilities are materialised
+    and dropped out (no fused path).
     """
     q, k, v = _tensor(query), _tensor(key), _tensor(value)
-    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same rank >= 2, got "
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need rank >= 2, got "
                          f"{q.shape}, {k.shape}, {v.shape}")
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or q.shape[:-2] != k.shape[:-2] \
-            or k.shape[:-2] != v.shape[:-2]:
+    if enable_gqa:
+        if q.ndim < 3:
+            raise IndexError(f"scaled_dot_product_attention: enable_gqa needs a head dim (-3), but query "
+                             f"has shape {q.shape}")
+        k, v = _repeat_kv_heads(k, q.shape[-3], "key"), _repeat_kv_heads(v, q.shape[-3], "value")
+    try:
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        lead = None
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or lead is None:
         raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, v {v.shape} "
                          f"do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    # leading dims that differ are broadcast (torch's math path does); equal ones are left as they are
+    q, k, v = (x if x.shape[:-2] == lead else x.expand(*lead, *x.shape[-2:]) for x in (q, k, v))
     if attn_mask is not None and is_causal:
         raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
     mask = _on_device_of(_data(attn_mask), q)
+    mask_tensor = None  # the mask as a graph input, when it wants a gradient
     if mask is not None:
         target = q.shape[:-1] + (k.shape[-2],)
         try:
@@ -259,14 +389,20 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {mask.shape} does not "
                              f"broadcast to {target}") from None
         if mask.dtype != bool:
+            if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
+                mask_tensor = attn_mask if attn_mask.dtype == q.dtype else attn_mask.to(q.dtype)
             mask = mask.astype(q.dtype, copy=False)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if dropout_p > 0.0:
         scores = (q @ k.transpose(-2, -1)) * scale
         if mask is not None:
-            scores = scores.masked_fill(~mask, -np.inf) if mask.dtype == bool else scores + Tensor(mask)
+            if mask.dtype == bool:
+                scores = scores.masked_fill(~mask, -np.inf)
+            else:
+                scores = scores + (Tensor(mask) if mask_tensor is None else mask_tensor)
         if is_causal:
             L, S = scores.shape[-2:]
             scores = scores.masked_fill(~np.tril(np.ones((L, S), dtype=bool)), -np.inf)
         return dropout(softmax(scores, dim=-1), dropout_p, True) @ v
-    return ScaledDotProductAttention.apply(q, k, v, mask, scale=scale, is_causal=is_causal)
+    return ScaledDotProductAttention.apply(q, k, v, mask if mask_tensor is None else mask_tensor,
+                                           scale=scale, is_causal=is_causal)

@@ -67,7 +67,8 @@ def merge_lora(model):
 
 
 def lora_state_dict(model):
-    """Only the adapters: {name: array} for every ``lora_A`` / ``lora_B``."""
+    """Only the adapters: {name: Tensor} for every ``lora_A`` / ``lora_B`` (sharing their memory, as
+    ``state_dict``)."""
     return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
 
 

@@ -1,8 +1,9 @@
 """``Module`` and ``Parameter``: torch's container semantics, so torch code ports line for line.
 
-Assigning a Parameter or a Module to an attribute registers it; ``state_dict`` returns NumPy arrays
-under torch's dotted names, and ``load_state_dict`` takes such a dict back (a torch state_dict
-converted to NumPy loads as it is).
+Assigning a Parameter or a Module to an attribute registers it; ``state_dict`` returns detached
+Tensors that share memory with the parameters and buffers (as torch: writing into one writes into
+the model), under torch's dotted names, and ``load_state_dict`` takes such a dict back, or NumPy
+arrays, or torch tensors.
 """
 from collections import OrderedDict, namedtuple
 
@@ -13,9 +14,12 @@ from ..autograd import Tensor, no_grad
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module registers as one of its parameters (requires_grad by default)."""
+    """A Tensor that a Module registers as one of its parameters (requires_grad by default). As torch,
+    ``Parameter(t)`` shares ``t``'s memory (``Parameter(wpe.weight[:n])`` is a view of the rows)."""
 
-    def __init__(self, data, requires_grad=True):
+    def __init__(self, data=None, requires_grad=True):
+        if data is None:  # torch's nn.Parameter(): an empty tensor of the default dtype
+            data = np.empty(0, dtype=backend.get_default_dtype())
         data = data.data if isinstance(data, Tensor) else data
         super().__init__(data, requires_grad=requires_grad)
 
@@ -173,8 +177,11 @@ class Module:
             yield b
 
     def apply(self, fn):
-        for m in list(self.modules())[::-1]:
-            fn(m)
+        """``fn`` on every submodule, children first in registration order, then on self (torch's
+        order: a module shared by two parents is visited under each)."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
         return self
 
     # -- modes and housekeeping ----------------------------------------------------------------
@@ -244,10 +251,17 @@ class Module:
                         continue
                     yield (f"{mod_name}.{name}" if mod_name else name), value
 
-    def state_dict(self):
-        """An OrderedDict of name -> array copy, under torch's names (tied weights under each name)."""
-        return OrderedDict((name, (t.data if isinstance(t, Tensor) else t).copy())
-                           for name, t in self._state_items())
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """An OrderedDict of name -> Tensor under torch's names (tied weights under each name).
+
+        As torch, each is detached but shares memory with the live parameter or buffer, so
+        ``sd[k].copy_(w)`` loads ``w`` into the model; take ``.numpy().copy()`` for a snapshot.
+        ``keep_vars=True`` gives the Parameters themselves.
+        """
+        out = OrderedDict() if destination is None else destination
+        for name, t in self._state_items():
+            out[prefix + name] = t if keep_vars else t.detach()
+        return out
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters and buffers, cast to their dtypes.
