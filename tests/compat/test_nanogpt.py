@@ -177,7 +177,7 @@ def test_from_pretrained(files, monkeypatch):
     torch.manual_seed(1)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50, n_positions=16, bos_token_id=0,
                                                               eos_token_id=0, activation_function="gelu",
-                                                              **size)).double()
+                                                              **size)).double().eval()
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", lambda name, **kw: hf)
     loaded = {}
     for framework, module in files.items():

@@ -1,11 +1,12 @@
 """torch's module-level functions: ``tl.exp(x)``, ``tl.pow(x, 2)``, ``tl.matmul(a, b)``, ... Each is
 the Tensor method of the same name called on its first argument, so the ops and their gradients live
 in one place (``ops.py``, ``shapes.py``, ``fused.py``); the few that torch defines differently from
-the method (``max(a, b)``, ``softmax(x, dim, dtype)``, ``mm``, ``bmm``) and the tests that return a
-bool (``allclose``, ``equal``, ``isnan``) are written out below."""
+the method (``max(a, b)``, ``softmax(x, dim, dtype)``, ``mm``, ``bmm``) and the comparisons that
+return a Python bool (``allclose``, ``equal``) are written out below."""
 import inspect
 
 from .. import backend
+from .einsum import einsum  # noqa: F401  (torch.einsum(equation, *operands) is a function already)
 from .engine import Tensor
 from .factory import as_tensor
 from .ops import as_tensor_like
@@ -13,15 +14,21 @@ from .ops import as_tensor_like
 # Functions that call the method of the same name on their first argument, as torch's do.
 METHOD_FUNCTIONS = (
     # elementwise
-    "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "abs", "neg", "sin", "cos", "pow", "clamp",
-    "add", "sub", "mul", "div",
+    "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "abs", "neg", "negative",
+    "sin", "cos", "pow", "square", "reciprocal", "sign", "floor", "ceil", "round", "trunc", "clamp",
+    "add", "sub", "mul", "div", "divide", "floor_divide", "remainder", "maximum", "minimum",
+    "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf", "isfinite",
+    "logical_and", "logical_or", "logical_xor", "logical_not",
+    "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
     # reductions
-    "sum", "mean", "var", "std", "argmax", "argmin", "cumsum", "norm", "logsumexp",
+    "sum", "mean", "prod", "var", "std", "amax", "amin", "all", "any", "argmax", "argmin", "cumsum",
+    "norm", "logsumexp",
     # linear algebra
     "matmul", "outer",
     # shapes, selection and copies
-    "transpose", "permute", "reshape", "flatten", "squeeze", "unsqueeze", "split", "chunk",
-    "tril", "triu", "topk", "sort", "argsort", "gather", "multinomial", "masked_fill", "clone",
+    "transpose", "permute", "reshape", "flatten", "squeeze", "unsqueeze", "movedim", "moveaxis", "split",
+    "chunk", "unbind", "narrow", "flip", "roll", "repeat_interleave", "index_select", "tril", "triu",
+    "topk", "sort", "argsort", "gather", "multinomial", "masked_fill", "clone", "detach",
     "log_softmax",
 )
 
@@ -70,7 +77,7 @@ def max(input, dim=None, keepdim=False):
     """``tl.max(x)``, ``tl.max(x, dim, keepdim)`` as ``x.max(...)``, and ``tl.max(a, b)``, the
     elementwise maximum, as torch."""
     if isinstance(dim, Tensor):
-        return maximum(input, dim)
+        return _input(input, (dim,), "max").maximum(dim)
     return _input(input, (), "max").max(dim=dim, keepdim=keepdim)
 
 
@@ -78,18 +85,8 @@ def min(input, dim=None, keepdim=False):
     """``tl.min(x)``, ``tl.min(x, dim, keepdim)`` as ``x.min(...)``, and ``tl.min(a, b)``, the
     elementwise minimum, as torch."""
     if isinstance(dim, Tensor):
-        return minimum(input, dim)
+        return _input(input, (dim,), "min").minimum(dim)
     return _input(input, (), "min").min(dim=dim, keepdim=keepdim)
-
-
-def maximum(input, other):
-    """The elementwise maximum of two tensors, as ``torch.maximum``: see ``Tensor.maximum``."""
-    return _input(input, (other,), "maximum").maximum(other)
-
-
-def minimum(input, other):
-    """The elementwise minimum of two tensors, as ``torch.minimum``: see ``Tensor.minimum``."""
-    return _input(input, (other,), "minimum").minimum(other)
 
 
 def softmax(input, dim, dtype=None):
@@ -112,26 +109,6 @@ def bmm(input, mat2):
     if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
         raise RuntimeError(f"bmm: expected two 3-D tensors with one batch size, got shapes {a.shape} and {b.shape}")
     return a.matmul(b)
-
-
-def _bools(x, test):
-    x = as_tensor(x)
-    return Tensor._wrap(test(backend.get_array_module(x.data), x.data))
-
-
-def isnan(input):
-    """A bool tensor: True where ``input`` is NaN, as ``torch.isnan``."""
-    return _bools(input, lambda xp, a: xp.isnan(a))
-
-
-def isinf(input):
-    """A bool tensor: True where ``input`` is +inf or -inf, as ``torch.isinf``."""
-    return _bools(input, lambda xp, a: xp.isinf(a))
-
-
-def isfinite(input):
-    """A bool tensor: True where ``input`` is neither NaN nor infinite, as ``torch.isfinite``."""
-    return _bools(input, lambda xp, a: xp.isfinite(a))
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -157,5 +134,5 @@ def numel(input):
     return as_tensor(input).numel()
 
 
-__all__ = [*METHOD_FUNCTIONS, "max", "min", "maximum", "minimum", "softmax", "mm", "bmm", "isnan", "isinf",
-           "isfinite", "allclose", "equal", "is_tensor", "numel"]
+__all__ = [*METHOD_FUNCTIONS, "max", "min", "softmax", "mm", "bmm", "einsum", "allclose", "equal", "is_tensor",
+           "numel"]
