@@ -198,6 +198,11 @@ def _parse(equation, shapes):
                                f"ellipsis was given")
         else:
             labels = letters
+        for label in _unique(labels):
+            dims = [n for other, n in zip(labels, shape) if other == label]
+            if len(set(dims)) > 1:
+                raise RuntimeError(f"einsum(): subscript {label} is repeated for operand {i} but the "
+                                   f"sizes don't match, {dims[0]} != {dims[1]}")
         for label, n in zip(labels, shape):
             if label in sizes and n != sizes[label] and 1 not in (n, sizes[label]):
                 what = "the ellipsis" if isinstance(label, int) else f"subscript {label}"
@@ -205,11 +210,6 @@ def _parse(equation, shapes):
                                    f"broadcast with previously seen size {sizes[label]}")
             if label not in sizes or sizes[label] == 1:
                 sizes[label] = n
-        for label in set(labels):
-            dims = [n for other, n in zip(labels, shape) if other == label]
-            if len(set(dims)) > 1:
-                raise RuntimeError(f"einsum(): subscript {label} is repeated for operand {i} but the "
-                                   f"sizes don't match, {dims[0]} != {dims[1]}")
         inputs.append(labels)
     ellipsis = list(range(-ellipsis_ndim, 0))
     if arrow:

@@ -750,17 +750,17 @@ def _cast_input(x, dtype):
 
 
 class Sum(Function):
-    def forward(ctx, a, dim=None, keepdim=False):
+    def forward(ctx, a, dim=None, keepdim=False, dtype=None):
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, _axes(dim, a.ndim), keepdim
-        if not backend.is_floating(a.dtype):  # ints and bools sum to int64, as torch (NumPy: uint8 -> uint64)
-            return a.sum(axis=ctx.axes, keepdims=keepdim, dtype=np.int64)
+        if dtype is not None or not backend.is_floating(a.dtype):
+            return a.sum(axis=ctx.axes, keepdims=keepdim, dtype=_accumulation_dtype(a, dtype))
         return a.sum(axis=ctx.axes, keepdims=keepdim)
 
     def backward(ctx, g):
         return _expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdim)
 
 Tensor.sum = lambda self, dim=None, keepdim=False, *, dtype=None: \
-    Sum.apply(_cast_input(self, dtype), dim=dim, keepdim=keepdim)
+    Sum.apply(_cast_input(self, dtype), dim=dim, keepdim=keepdim, dtype=dtype)
 
 
 class Mean(Function):
@@ -781,11 +781,10 @@ Tensor.mean = lambda self, dim=None, keepdim=False, *, dtype=None: \
 
 class Cumsum(Function):
     # y_i = sum_{j <= i} x_j   =>   dx_j = sum_{i >= j} dy_i, a cumulative sum from the end
-    def forward(ctx, a, dim):
+    def forward(ctx, a, dim, dtype=None):
         ctx.axis = _axes(dim, a.ndim)[0] if a.ndim else None
         xp = backend.get_array_module(a)
-        dtype = a.dtype if backend.is_floating(a.dtype) else np.int64  # torch: ints and bools -> int64
-        return xp.cumsum(a, axis=ctx.axis, dtype=dtype).reshape(a.shape)
+        return xp.cumsum(a, axis=ctx.axis, dtype=_accumulation_dtype(a, dtype)).reshape(a.shape)
 
     def backward(ctx, g):
         if ctx.axis is None:
@@ -797,7 +796,7 @@ class Cumsum(Function):
 def cumsum(self, dim, *, dtype=None):
     if not isinstance(dim, (int, np.integer)):
         raise TypeError(f"cumsum(): dim must be an int, got {dim!r}")
-    return Cumsum.apply(_cast_input(self, dtype), dim=int(dim))
+    return Cumsum.apply(_cast_input(self, dtype), dim=int(dim), dtype=dtype)
 
 
 Tensor.cumsum = cumsum
@@ -806,10 +805,9 @@ Tensor.cumsum = cumsum
 class Prod(Function):
     # d(prod x)/dx_j = the product of all the other entries: exclusive products from both ends, which
     # stay exact where some x_i are zero (torch gets the same numbers its own way)
-    def forward(ctx, a, dim=None, keepdim=False):
-        xp = backend.get_array_module(a)
+    def forward(ctx, a, dim=None, keepdim=False, dtype=None):
         ctx.a, ctx.dim, ctx.keepdim = a, dim, keepdim
-        dtype = a.dtype if backend.is_floating(a.dtype) else np.int64
+        dtype = _accumulation_dtype(a, dtype)
         if dim is None:
             return a.prod(dtype=dtype)
         return a.prod(axis=_axes(dim, a.ndim)[0] if a.ndim else None, keepdims=keepdim, dtype=dtype)
@@ -839,7 +837,7 @@ class Prod(Function):
 def prod(self, dim=None, keepdim=False, *, dtype=None):
     if dim is not None and not isinstance(dim, (int, np.integer)):
         raise TypeError(f"prod(): dim must be an int or None, got {dim!r}")
-    return Prod.apply(_cast_input(self, dtype), dim=dim, keepdim=keepdim)
+    return Prod.apply(_cast_input(self, dtype), dim=dim, keepdim=keepdim, dtype=dtype)
 
 
 Tensor.prod = prod
@@ -1059,17 +1057,17 @@ class Norm(Function):
             if p == 0:
                 return xp.zeros(a.shape, g.dtype)
             if p == 1:
-                return g * xp.sign(a)
+                return g * _sign(a)
             if p == 2:
                 return g * xp.where(norm == 0, 0, a / norm)
             if xp.isinf(p):  # the extreme entries (and nans) share the gradient
                 absolute = xp.abs(a)
                 mask = (absolute == norm) | xp.isnan(absolute)
-                return xp.sign(a) * (g / mask.sum(axis=ctx.axes, keepdims=True) * mask)
+                return _sign(a) * (g / mask.sum(axis=ctx.axes, keepdims=True) * mask)
             if p < 1:
-                scaled = xp.sign(a) * xp.where(a == 0, 0, xp.abs(a) ** (p - 1))
+                scaled = _sign(a) * xp.where(a == 0, 0, xp.abs(a) ** (p - 1))
                 return scaled * g * norm ** (1 - p)
-            scaled = xp.sign(a) * xp.abs(a) ** (p - 1) if p < 2 else a * xp.abs(a) ** (p - 2)
+            scaled = _sign(a) * xp.abs(a) ** (p - 1) if p < 2 else a * xp.abs(a) ** (p - 2)
             return scaled * xp.where(norm == 0, 0, g / norm ** (p - 1))
 
 
