@@ -100,3 +100,19 @@ def test_generate(models):
     assert ids.shape == (2, 14)
     np.testing.assert_array_equal(ids[:, :9], prompt)
     assert ((ids >= 0) & (ids < 40)).all()
+
+
+def test_type_as_casts_like_torch():
+    """Llama code casts with ``a.type_as(b)`` (this file's model uses ``.to(b.dtype)`` until tinyllm
+    has it): the same dtype, the same values, gradients flowing back in the source dtype."""
+    x = np.array([1.5, -2.25], dtype=np.float32)
+    ours = tl.tensor(x, requires_grad=True)
+    y = ours.type_as(tl.zeros(1, dtype=tl.float64))
+    assert y.dtype == tl.float64
+    (y * 2).sum().backward()
+    assert ours.grad.dtype == np.float32
+    np.testing.assert_array_equal(ours.grad, [2.0, 2.0])
+    same = tl.ones(2)
+    assert same.type_as(tl.zeros(3)) is same  # nothing to change: the tensor itself, as torch
+    np.testing.assert_array_equal(tl.tensor([1.7, -1.7]).type_as(tl.tensor([1])).numpy(),
+                                  torch.tensor([1.7, -1.7]).type_as(torch.tensor([1])).numpy())

@@ -126,7 +126,7 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
     """Like ``torch.linspace``: ``steps`` evenly spaced values from ``start`` to ``end``, both included.
     As torch, the first half counts up from ``start`` and the second half down from ``end``, so both
-    ends are exact and the values match torch's bit for bit."""
+    ends are exact; inside, torch's vectorised loop rounds a little differently on each CPU (an ulp)."""
     if not isinstance(steps, (numbers.Integral, np.integer)) or steps < 0:
         raise ValueError(f"linspace: steps must be a non-negative int, got {steps!r}")
     dtype = _dtype(dtype)
