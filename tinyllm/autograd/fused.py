@@ -243,11 +243,13 @@ class SiLU(Function):
         xp = backend.get_array_module(x)
         e = xp.exp(-xp.abs(x))
         ctx.x, ctx.s = x, xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-        return x * ctx.s
+        with np.errstate(invalid="ignore"):  # -inf * 0 is nan, as torch's silu(-inf), without a warning
+            return x * ctx.s
 
     def backward(ctx, g):
         s = ctx.s
-        return g * (s * (1 + ctx.x * (1 - s)))
+        with np.errstate(invalid="ignore"):
+            return g * (s * (1 + ctx.x * (1 - s)))
 
 
 class Dropout(Function):

@@ -575,7 +575,14 @@ class Repeat(Function):
         return g.reshape(ctx.shape)
 
 
-Tensor.repeat = lambda self, *sizes: Repeat.apply(self, sizes=tuple(int(n) for n in _shape_args(sizes)))
+def repeat(self, *sizes):
+    """torch's repeat: the tensor tiled ``sizes[i]`` times along dim i (NumPy's tile)."""
+    if not sizes:
+        raise TypeError("repeat() missing the repeat sizes, one per dimension")
+    return Repeat.apply(self, sizes=tuple(int(n) for n in _shape_args(sizes)))
+
+
+Tensor.repeat = repeat
 
 
 class IndexSelect(Function):
