@@ -151,8 +151,8 @@ def _torch_index(index):
     applies the ints first, as slices that drop their dim, so ``x[1, :, idx]`` is ``x[1][:, idx]``
     (NumPy would put idx's dims first). A Python bool adds a dim and counts as an index array.
     """
-    if type(index) is int or type(index) is slice:  # the common cases, kept cheap
-        return index, None
+    if type(index) in _BASIC_PARTS or (type(index) is tuple and all(type(p) in _BASIC_PARTS for p in index)):
+        return index, None  # the common cases, kept cheap
     if isinstance(index, list) and _list_is_tuple(index):
         index = tuple(index)
     parts = tuple(_index_part(p) for p in (index if isinstance(index, tuple) else (index,)))
@@ -167,6 +167,9 @@ def _torch_index(index):
     if not (has_bool or (has_int and has_array)):  # NumPy's reading is torch's
         return (parts if isinstance(index, tuple) else parts[0]), None
     return _split_at_ints(parts)
+
+
+_BASIC_PARTS = {int, slice, type(None), type(Ellipsis)}  # bool is not here: it adds a dim
 
 
 def _index_part(p):
