@@ -232,6 +232,9 @@ def test_nanogpt_top_k_filter_runs_under_no_grad(torch):
     (lambda w: w.zero_(), "^a leaf Variable that requires grad"),
     (lambda w: w.copy_(np.ones((2, 3))), "^a leaf Variable that requires grad"),
     (lambda w: w.masked_fill_(np.ones((2, 3), bool), 0.0), "^a leaf Variable that requires grad"),
+    (lambda w: w[0].fill_(1.0), "a view of a leaf Variable that requires grad"),
+    (lambda w: w.T.zero_(), "a view of a leaf Variable that requires grad"),
+    (lambda w: w.view(3, 2).__setitem__(0, 1.0), "a view of a leaf Variable that requires grad"),
 ])
 def test_in_place_ops_on_a_leaf_that_requires_grad_raise_torch_s_error(torch, op, message):
     w = tl.randn(2, 3, requires_grad=True)
@@ -250,8 +253,13 @@ def _torch_args(wt, torch):
         def __setitem__(self, i, v):
             wt[i] = v
 
+        def __getitem__(self, i):
+            return wt[i]
+
         def __getattr__(self, name):
             method = getattr(wt, name)
+            if not callable(method):
+                return method
             return lambda *args: method(*[torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args])
     return Adapter()
 

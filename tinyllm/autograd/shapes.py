@@ -1,6 +1,8 @@
-"""Shape ops and indexing: reshape, transpose, permute, expand, getitem, masked_fill, where, cat and
-stack. One class each, forward and backward side by side, and under each class the Tensor methods
-and functions that call it (see ``ops.py`` for the conventions)."""
+"""Shape ops and indexing: reshape, transpose, permute, expand, getitem and setitem, the in-place
+writes (copy_, fill_, zero_, masked_fill_), masked_fill, where, cat, stack, tril/triu, repeat,
+index_select, flip, roll, narrow, unbind and movedim. One class each, forward and backward side by
+side, and under each class the Tensor methods and functions that call it (see ``ops.py`` for the
+conventions)."""
 import numpy as np
 
 from .. import backend
@@ -149,8 +151,8 @@ def _torch_index(index):
     applies the ints first, as slices that drop their dim, so ``x[1, :, idx]`` is ``x[1][:, idx]``
     (NumPy would put idx's dims first). A Python bool adds a dim and counts as an index array.
     """
-    if type(index) is int or type(index) is slice:  # the common cases, kept cheap
-        return index, None
+    if type(index) in _BASIC_PARTS or (type(index) is tuple and all(type(p) in _BASIC_PARTS for p in index)):
+        return index, None  # the common cases, kept cheap
     if isinstance(index, list) and _list_is_tuple(index):
         index = tuple(index)
     parts = tuple(_index_part(p) for p in (index if isinstance(index, tuple) else (index,)))
@@ -165,6 +167,9 @@ def _torch_index(index):
     if not (has_bool or (has_int and has_array)):  # NumPy's reading is torch's
         return (parts if isinstance(index, tuple) else parts[0]), None
     return _split_at_ints(parts)
+
+
+_BASIC_PARTS = {int, slice, type(None), type(Ellipsis)}  # bool is not here: it adds a dim
 
 
 def _index_part(p):
@@ -319,8 +324,8 @@ def _in_place(self, others, out_of_place, write, view=False):
     if not records:
         write(self.data)
         return self
-    if self._ctx is None and self.requires_grad:
-        leaf = "a view of a leaf Variable" if view else "a leaf Variable"
+    if self.requires_grad and (self._ctx is None or _is_view_of_leaf(self._ctx)):
+        leaf = "a view of a leaf Variable" if view or self._ctx is not None else "a leaf Variable"
         raise RuntimeError(f"{leaf} that requires grad is being used in an in-place operation.")
     out = out_of_place()
     if self._retains_grad:  # the retained gradient is the new version's
@@ -329,6 +334,14 @@ def _in_place(self, others, out_of_place, write, view=False):
         out._ctx.retained = self
     self.data, self._ctx, self.requires_grad = out.data, out._ctx, out.requires_grad
     return self
+
+
+def _is_view_of_leaf(ctx):
+    """Did a view op (one whose output shares the input's memory in torch) make this from a leaf?"""
+    views = (Reshape, Transpose, Permute, Expand)
+    is_view = isinstance(ctx, views) or (isinstance(ctx, GetItem) and ctx.then is None
+                                         and _is_basic_index(ctx.index))
+    return is_view and isinstance(ctx.parents[0], Tensor)
 
 
 def _assign(array, index, then, value):
