@@ -85,7 +85,7 @@ def test_checkpoints_hold_host_arrays_and_load_anywhere(device, tmp_path):
     cpu_opt = tl.optim.AdamW(cpu_model.parameters(), lr=1e-2, weight_decay=0.1)
     checkpoint.load_checkpoint(str(tmp_path / "ck"), cpu_model, cpu_opt)
     for (n, a), (_, b) in zip(model.state_dict().items(), cpu_model.state_dict().items()):
-        np.testing.assert_array_equal(_host(a), b, err_msg=n)
+        np.testing.assert_array_equal(_host(a.data), b.numpy(), err_msg=n)  # state_dict holds Tensors
     assert all(backend.device_of(v) == "cpu" for s in cpu_opt.state.values() for v in s.values() if hasattr(v, "shape"))
 
 

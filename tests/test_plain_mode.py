@@ -142,6 +142,10 @@ def _fresh_cases(rng):
         fused.Softmax: ([x3], lambda x: F.softmax(x, dim=-1)),
         fused.LogSoftmax: ([x3], lambda x: F.log_softmax(x, dim=-1)),
         fused.CrossEntropy: ([w], lambda x: F.cross_entropy(x, np.array([0, 7, 2, 2, 5, 1]))),
+        fused.RMSNorm: ([x3, w[0]], lambda x, g: F.rms_norm(x, (8,), g)),
+        fused.SiLU: ([x3], F.silu),
+        fused.ConstantPad: ([x3], lambda x: F.pad(x, (1, -2, 0, 1), value=0.5)),
+        fused.IndexPad: ([x3], lambda x: F.pad(x, (2, 1), mode="reflect")),
     }
 
 

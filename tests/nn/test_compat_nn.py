@@ -546,3 +546,21 @@ def test_init_functions_statistics_and_gains(torch):
                         ("leaky_relu", 0.2), ("selu", None), ("sigmoid", None)]:
         assert nn.init.calculate_gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param))
     assert nn.Parameter().shape == (0,)
+
+
+def test_sdpa_mask_gradients_are_fresh_arrays():
+    """The fast path adds into the arrays a backward returns (fresh_grads): with the mask's gradient
+    too, it must give the plain path's numbers, bitwise."""
+    rng = np.random.default_rng(8)
+    arrays = [rng.standard_normal(s) for s in ((B, H, T, D), (B, H, S, D), (B, H, S, D), (B, H, T, S))]
+    results = []
+    for plain in (False, True):
+        with tl.backend.use_plain(plain):
+            xs = [tl.tensor(a, requires_grad=True) for a in arrays]
+            for _ in range(2):
+                y = F.scaled_dot_product_attention(*xs)
+                total = (y * y).sum() + y.sum() + sum((x * x).sum() for x in xs)
+                total.backward()
+            results.append([x.grad.copy() for x in xs])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -273,7 +273,7 @@ class Dropout(Function):
 class ScaledDotProductAttention(Function):
     # forward/backward math in tinyllm/kernels/attention.py; only the logsumexp of each row is kept.
     # A float mask that requires grad adds S = q k^T scale + mask  =>  dmask = dS, summed over the
-    # dims the mask was broadcast along (such a mask always runs on the reference: see _scores_grad).
+    # dims the mask was broadcast along (a mask always runs on the reference, which this backward repeats).
     fresh_grads = True  # every gradient is a new array (see Function)
     def forward(ctx, q, k, v, mask=None, scale=1.0, is_causal=False):
         q, k, v = kernels.attention.kernel_inputs(q, k, v, mask)  # kept for the backward as they are
@@ -299,7 +299,8 @@ def _attention_backward_with_mask_grad(ctx, g):
     q, k, v, mask, scale = ctx.q, ctx.k, ctx.v, ctx.mask, ctx.scale
     s = (q @ k.swapaxes(-1, -2)) * scale + mask  # (..., T, S)
     with np.errstate(invalid="ignore"):  # a row masked out entirely (lse -inf) gets no gradient
-        p = xp.where(xp.isfinite(ctx.lse)[..., None], xp.exp(s - ctx.lse[..., None]), 0).astype(q.dtype, copy=False)
+        p = xp.where(xp.isfinite(ctx.lse)[..., None], xp.exp(s - ctx.lse[..., None]), 0)
+    p = p.astype(q.dtype, copy=False)
     dv = p.swapaxes(-1, -2) @ g  # (..., S, Dv)
     dp = g @ v.swapaxes(-1, -2)  # (..., T, S)
     ds = p * (dp - (g * ctx.out).sum(axis=-1, keepdims=True))  # (..., T, S)
@@ -321,7 +322,8 @@ class ConstantPad(Function):
         xp = backend.get_array_module(x)
         out = xp.full(tuple(n + b + a for n, (b, a) in zip(x.shape, pads)), value, dtype=x.dtype)
         ctx.src = tuple(slice(max(-b, 0), n - max(-a, 0)) for n, (b, a) in zip(x.shape, pads))
-        ctx.dst = tuple(slice(max(b, 0), max(b, 0) + max(s.stop - s.start, 0)) for (b, _), s in zip(pads, ctx.src))
+        ctx.dst = tuple(slice(max(b, 0), max(b, 0) + max(s.stop - s.start, 0))
+                        for (b, _), s in zip(pads, ctx.src))
         ctx.shape = x.shape
         out[ctx.dst] = x[ctx.src]
         return out

@@ -345,7 +345,7 @@ def _repeat_kv_heads(x, n_head, name):
         return x
     rep = n_head // h
     lead = x.shape[:-3]
-    grouped = x.reshape(lead + (h, 1) + x.shape[-2:]).expand(*lead, h, rep, *x.shape[-2:])  # (..., h, rep, S, D)
+    grouped = x.reshape(lead + (h, 1) + x.shape[-2:]).expand(*lead, h, rep, *x.shape[-2:])  # (.., h, rep, S, D)
     return grouped.reshape(lead + (n_head,) + x.shape[-2:])
 
 
