@@ -20,7 +20,8 @@ def test_max_and_min_of_integer_and_bool_tensors_match_torch(torch, dtype, reduc
     cases = [(getattr(x, reduce)(), getattr(xt, reduce)()),
              (getattr(x, reduce)(dim=(0, 1)), getattr(torch, "a" + reduce)(xt, dim=(0, 1))),
              (getattr(x, reduce)(dim=(1,), keepdim=True), getattr(torch, "a" + reduce)(xt, dim=(1,), keepdim=True)),
-             (getattr(x, reduce)(dim=0), getattr(xt, reduce)(dim=0).values)]
+             (getattr(x, reduce)(dim=0).values, getattr(xt, reduce)(dim=0).values),
+             (getattr(x, reduce)(dim=0).indices, getattr(xt, reduce)(dim=0).indices)]
     for ours, theirs in cases:
         assert ours.dtype == theirs.numpy().dtype
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())

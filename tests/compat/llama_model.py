@@ -26,7 +26,7 @@ class LlamaConfig:
 def rope_tables(head_dim, block_size, theta, device=None):
     """cos and sin of every position's rotation angles, each (block_size, head_dim)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device) / head_dim))  # (hd/2,)
-    t = torch.arange(block_size, device=device).to(inv_freq.dtype)
+    t = torch.arange(block_size, device=device).type_as(inv_freq)
     freqs = torch.outer(t, inv_freq)  # (T, hd/2)
     angles = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
     return torch.cos(angles), torch.sin(angles)
@@ -39,7 +39,7 @@ def rotate_half(x):
 
 def apply_rope(x, cos, sin):
     # x: (B, H, T, hd); cos, sin: (T, hd), broadcast over batch and heads
-    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+    return x * cos.type_as(x) + rotate_half(x) * sin.type_as(x)
 
 
 class Attention(nn.Module):

@@ -172,9 +172,15 @@ def test_comparisons_that_return_python_bools():
 def test_max_and_min_forms():
     x = np.array([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]])
     assert tl.max(tl.tensor(x)).item() == 6.0
-    np.testing.assert_array_equal(tl.min(tl.tensor(x), 1).numpy(), torch.min(torch.tensor(x), 1).values.numpy())
-    np.testing.assert_array_equal(tl.max(tl.tensor(x), dim=0, keepdim=True).numpy(),
-                                  torch.max(torch.tensor(x), dim=0, keepdim=True).values.numpy())
+    for ours, theirs in [(tl.min(tl.tensor(x), 1), torch.min(torch.tensor(x), 1)),
+                         (tl.max(tl.tensor(x), dim=0, keepdim=True), torch.max(torch.tensor(x), dim=0, keepdim=True)),
+                         (tl.tensor(x).max(-1), torch.tensor(x).max(-1))]:
+        values, indices = ours  # (values, indices), as torch.return_types.max
+        np.testing.assert_array_equal(values.numpy(), theirs.values.numpy())
+        np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices.numpy())
+        assert indices.dtype == tl.long
+    np.testing.assert_array_equal(tl.max(tl.tensor(x), tl.tensor(x[::-1].copy())).numpy(),
+                                  torch.max(torch.tensor(x), torch.tensor(x[::-1].copy())).numpy())
 
 
 def test_softmax_with_dtype():

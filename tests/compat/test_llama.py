@@ -103,8 +103,8 @@ def test_generate(models):
 
 
 def test_type_as_casts_like_torch():
-    """Llama code casts with ``a.type_as(b)`` (this file's model uses ``.to(b.dtype)`` until tinyllm
-    has it): the same dtype, the same values, gradients flowing back in the source dtype."""
+    """Llama code casts with ``a.type_as(b)``: the same dtype, the same values, gradients flowing
+    back in the source dtype."""
     x = np.array([1.5, -2.25], dtype=np.float32)
     ours = tl.tensor(x, requires_grad=True)
     y = ours.type_as(tl.zeros(1, dtype=tl.float64))

@@ -7,6 +7,8 @@ the incoming gradient. Python scalars take the dtype of the tensor they meet (``
 float32), as in torch. This file holds arithmetic, elementwise functions, casts and reductions;
 shapes and indexing live in ``shapes.py``, fused ops (softmax, layer_norm, attention, ...) in ``fused.py``.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from .. import backend
@@ -627,7 +629,7 @@ class Clone(Function):
     def backward(ctx, g):
         return g
 
-Tensor.clone = _unary(Clone)
+Tensor.clone = lambda self, memory_format=None: Clone.apply(self)  # every layout is the same here
 Tensor.contiguous = lambda self: self  # every op accepts any memory layout
 
 
@@ -698,6 +700,7 @@ def type_(self, dtype=None, non_blocking=False):
 
 
 Tensor.to = to
+Tensor.type_as = lambda self, other: to(self, device=other.device, dtype=other.dtype)  # as torch: both
 Tensor.type = type_
 Tensor.float = lambda self: to(self, np.float32)
 Tensor.double = lambda self: to(self, np.float64)
@@ -900,8 +903,27 @@ class Max(Function):
     def backward(ctx, g):
         return _expand_reduced(g, ctx.mask.shape, ctx.axes, ctx.keepdim) * ctx.mask
 
-Tensor.max = lambda self, dim=None, keepdim=False: Max.apply(self, dim=dim, keepdim=keepdim)
-Tensor.min = lambda self, dim=None, keepdim=False: Max.apply(self, dim=dim, keepdim=keepdim, minimum=True)
+# torch.return_types.max / min: ``values, indices = x.max(dim)`` and ``x.max(dim).values`` both work
+max_result = namedtuple("max", ["values", "indices"])
+min_result = namedtuple("min", ["values", "indices"])
+
+
+def _extreme(minimum):
+    """``x.max()``: the largest value; ``x.max(dim, keepdim)``: (values, indices) along one dim, as
+    torch; ``x.max(other)``: the elementwise maximum. A tuple ``dim`` gives the values (amax)."""
+    def method(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return self.minimum(dim) if minimum else self.maximum(dim)
+        values = Max.apply(self, dim=dim, keepdim=keepdim, minimum=minimum)
+        if not isinstance(dim, (int, np.integer)):
+            return values
+        indices = (argmin if minimum else argmax)(self, dim=dim, keepdim=keepdim)
+        return (min_result if minimum else max_result)(values, indices)
+    method.__name__ = "min" if minimum else "max"
+    return method
+
+
+Tensor.max, Tensor.min = _extreme(False), _extreme(True)
 
 
 def argmax(self, dim=None, keepdim=False):  # an index: no gradient, so no op
