@@ -51,7 +51,9 @@ def _method_function(name):
         return getattr(_input(input, args, name), name)(*args, **kwargs)
 
     # its own name in tracebacks and help(), not 'function'
-    function.__code__ = function.__code__.replace(co_name=name, co_qualname=name)
+    code = function.__code__
+    names = dict(co_name=name, co_qualname=name) if hasattr(code, "co_qualname") else dict(co_name=name)
+    function.__code__ = code.replace(**names)  # co_qualname exists from Python 3.11
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__
     function.__doc__ = (f"``tl.{name}(input, ...)`` is ``input.{name}(...)``, as ``torch.{name}``: "
