@@ -596,3 +596,87 @@ def test_multinomial_refuses_what_torch_refuses(torch, weights, n, replacement, 
         S.multinomial(tl.tensor(weights), n, replacement)
     with pytest.raises(RuntimeError):
         torch.multinomial(torch.tensor(weights), n, replacement)
+
+
+# -- in-place arithmetic (add_, mul_, +=, ...) and random fills -----------------------------------
+
+
+IN_PLACE_ARITHMETIC = [
+    ("add_", lambda x, y: x.add_(y)), ("add_ alpha", lambda x, y: x.add_(y, alpha=-0.5)),
+    ("sub_", lambda x, y: x.sub_(y)), ("mul_", lambda x, y: x.mul_(y)), ("div_", lambda x, y: x.div_(y)),
+    ("pow_", lambda x, y: x.abs().pow_(y)), ("clamp_", lambda x, y: x.clamp_(-0.5, 0.5).mul_(y)),
+    ("neg_ exp_", lambda x, y: x.neg_().exp_() * y), ("tanh_", lambda x, y: x.tanh_() * y),
+    ("sqrt_", lambda x, y: x.abs().sqrt_() * y), ("relu_", lambda x, y: x.relu_() * y),
+    ("+= *= -= /=", lambda x, y: _augmented(x, y)),
+]
+
+
+def _augmented(x, y):
+    x += y
+    x *= y
+    x -= 1.5
+    x /= y
+    return x
+
+
+@pytest.mark.parametrize("name,op", IN_PLACE_ARITHMETIC, ids=[c[0] for c in IN_PLACE_ARITHMETIC])
+def test_in_place_arithmetic_on_a_graph_tensor_matches_torch(name, op):
+    """On a non-leaf that requires grad torch records the write: values and both gradients agree."""
+    check_op([(3, 4), (4,)], lambda x, y: op(x * 1, y), low=[-2, 0.5], high=[2, 2])
+
+
+WRITES_INTO_X = [
+    ("add_", lambda x, y: x.add_(y, alpha=2)), ("sub_", lambda x, y: x.sub_(y)), ("mul_", lambda x, y: x.mul_(y)),
+    ("div_", lambda x, y: x.div_(y)), ("pow_", lambda x, y: x.pow_(y)), ("clamp_", lambda x, y: x.clamp_(0.7, 1.5)),
+    ("neg_", lambda x, y: x.neg_()), ("exp_", lambda x, y: x.exp_()), ("tanh_", lambda x, y: x.tanh_()),
+    ("sqrt_", lambda x, y: x.sqrt_()), ("relu_", lambda x, y: x.sub_(1).relu_()), ("+= *= -= /=", _augmented),
+]
+
+
+@pytest.mark.parametrize("name,op", WRITES_INTO_X, ids=[c[0] for c in WRITES_INTO_X])
+def test_in_place_arithmetic_without_grad_writes_through_views_as_torch(torch, name, op):
+    data = np.random.default_rng(1).uniform(0.5, 2, (3, 4))
+    y = np.random.default_rng(2).uniform(0.5, 2, 4)
+    ours, theirs = tl.tensor(data), torch.tensor(data)
+    ours_view, theirs_view = ours[1:], theirs[1:]  # views see the write in both libraries
+    result = op(ours_view, tl.tensor(y))
+    op(theirs_view, torch.tensor(y))
+    assert result is ours_view
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+
+
+def test_in_place_arithmetic_refusals_match_torch(torch):
+    leaf = tl.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        leaf.add_(1)
+    with pytest.raises(RuntimeError):
+        torch.zeros(3, requires_grad=True).add_(1)
+    with tl.no_grad():
+        leaf.add_(1)  # allowed under no_grad, as torch
+    np.testing.assert_array_equal(leaf.numpy(), [1, 1, 1])
+    ints = tl.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        ints.add_(0.5)
+    with pytest.raises(RuntimeError):
+        torch.tensor([1, 2]).add_(0.5)
+    ints.add_(3)
+    assert ints.dtype == tl.long and ints.tolist() == [4, 5]
+
+
+def test_normal_and_uniform_fill_in_place_from_tinyllm_s_generator():
+    w = tl.zeros(400, 500)
+    tl.manual_seed(0)
+    assert w.normal_(mean=1.0, std=0.02) is w
+    first = w.numpy().copy()
+    assert abs(first.mean() - 1.0) < 1e-3 and abs(first.std() - 0.02) < 1e-3
+    tl.manual_seed(0)
+    np.testing.assert_array_equal(w.normal_(1.0, 0.02).numpy(), first)  # reproducible with the seed
+    w.uniform_(-0.1, 0.3)
+    assert w.dtype == tl.float32 and -0.1 <= w.numpy().min() and w.numpy().max() < 0.3
+    assert abs(w.numpy().mean() - 0.1) < 2e-3
+    leaf = tl.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        leaf.normal_()
+    with tl.no_grad():
+        leaf.uniform_(2, 3)
+    assert leaf.requires_grad and (leaf.numpy() >= 2).all()

@@ -468,6 +468,60 @@ Tensor.copy_, Tensor.fill_, Tensor.masked_fill_, Tensor.detach_ = copy_, fill_, 
 Tensor.zero_ = lambda self: fill_(self, 0)
 
 
+def _in_place_of(name, out_of_place):
+    """``x.add_(y)`` and friends: ``out_of_place(x, ...)`` written back into x by the rules above.
+    As torch, the result must keep x's dtype class (an int tensor cannot take a float result)."""
+    def method(self, *args, **kwargs):
+        others = args + tuple(kwargs.values())
+
+        def result():
+            out = out_of_place(self, *args, **kwargs)
+            if backend.is_floating(out.dtype) and not backend.is_floating(self.dtype):
+                raise RuntimeError(f"{name}: result type {out.dtype} can't be cast to the desired output "
+                                   f"type {self.dtype}")
+            return out.to(self.dtype)
+
+        def write(data):
+            data[...] = result().data
+        return _in_place(self, others, result, write)
+    method.__name__ = name
+    return method
+
+
+def _add(self, other, *, alpha=1):
+    return self + (other if alpha == 1 else other * alpha)
+
+
+def _sub(self, other, *, alpha=1):
+    return self - (other if alpha == 1 else other * alpha)
+
+
+for _name, _op in [("add_", _add), ("sub_", _sub), ("mul_", lambda x, y: x * y),
+                   ("div_", lambda x, y, rounding_mode=None: x.div(y, rounding_mode=rounding_mode)),
+                   ("pow_", lambda x, y: x ** y), ("neg_", lambda x: -x), ("exp_", lambda x: x.exp()),
+                   ("sqrt_", lambda x: x.sqrt()), ("tanh_", lambda x: x.tanh()), ("relu_", lambda x: x.relu()),
+                   ("clamp_", lambda x, min=None, max=None: x.clamp(min, max))]:
+    setattr(Tensor, _name, _in_place_of(_name, _op))
+Tensor.__iadd__, Tensor.__isub__ = Tensor.add_, Tensor.sub_
+Tensor.__imul__, Tensor.__itruediv__ = Tensor.mul_, Tensor.div_
+
+
+def _random_fill(name, draw):
+    """``normal_`` / ``uniform_``: fill with draws from tinyllm's generator (torch's refusal on a
+    leaf that requires grad, outside no_grad, applies)."""
+    def method(self, *args, generator=None, **kwargs):
+        rng = backend.rng() if generator is None else generator
+        values = Tensor._wrap(backend.get_array_module(self.data).asarray(
+            draw(rng, *args, size=self.shape, **kwargs)).astype(self.dtype))
+        return _in_place(self, (), lambda: Copy.apply(self, values), lambda data: data.__setitem__(..., values.data))
+    method.__name__ = name
+    return method
+
+
+Tensor.normal_ = _random_fill("normal_", lambda rng, mean=0.0, std=1.0, *, size: rng.normal(mean, std, size))
+Tensor.uniform_ = _random_fill("uniform_", lambda rng, a=0.0, b=1.0, *, size: rng.uniform(a, b, size))
+
+
 class Where(Function):
     def forward(ctx, cond, x, y):
         xp = backend.get_array_module(x, y)
