@@ -237,14 +237,20 @@ def save(out_dir, which, saved, optimizer, run_config, train_state):
                                train_state=train_state)
 
 
-def saved_config(out_dir):
-    """The TrainConfig of the run in ``out_dir``, from its ``last`` checkpoint."""
+def saved_run_config(out_dir):
+    """The run config (training config, model config, data directory) of ``out_dir``'s ``last``
+    checkpoint."""
     if not os.path.isdir(out_dir):
         raise RunDirError(f"nothing to resume: {out_dir} does not exist")
     try:
-        return TrainConfig.from_dict(checkpoint.read_config(os.path.join(out_dir, LAST))["train"])
+        return checkpoint.read_config(os.path.join(out_dir, LAST))
     except FileNotFoundError:
         raise RunDirError(f"nothing to resume: {out_dir} has no {LAST!r} checkpoint") from None
+
+
+def saved_config(out_dir):
+    """The TrainConfig of the run in ``out_dir``, from its ``last`` checkpoint."""
+    return TrainConfig.from_dict(saved_run_config(out_dir)["train"])
 
 
 def last_state(out_dir):

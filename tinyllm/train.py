@@ -130,14 +130,15 @@ def train(data_dir, out_dir, cfg=None, resume=False, overwrite=False, log=None):
     splits = {"train": data.load_split(data_dir, "train"), "val": data.load_split(data_dir, "val")}
     if resume:
         cfg = runs.resumed_config(out_dir, cfg)
+    cfg.validate(meta["vocab_size"])
+    _check_splits(splits, cfg.block_size, data_dir)
+    if resume:
         at = runs.last_state(out_dir)["iter"]
-        if _is_count(cfg.max_iters) and cfg.max_iters < at:
+        if cfg.max_iters < at:
             raise ConfigError("max_iters", f"must be at least {at} to resume {out_dir}, which is at iteration "
                                            f"{at}; got {cfg.max_iters}")
     else:
         runs.check_new_run(out_dir, overwrite)
-    cfg.validate(meta["vocab_size"])
-    _check_splits(splits, cfg.block_size, data_dir)
     log = log or _write_above_bar
     backend.tune_for_training()  # training owns the process while it runs
 
