@@ -130,8 +130,8 @@ def train(data_dir, out_dir, cfg=None, resume=False, overwrite=False, log=None):
     splits = {"train": data.load_split(data_dir, "train"), "val": data.load_split(data_dir, "val")}
     if resume:
         cfg = runs.resumed_config(out_dir, cfg)
-    cfg.validate(meta["vocab_size"])
     _check_splits(splits, cfg.block_size, data_dir)
+    cfg.validate(meta["vocab_size"])
     if resume:
         at = runs.last_state(out_dir)["iter"]
         if cfg.max_iters < at:
@@ -225,7 +225,7 @@ def _is_count(v):
 
 def _check_splits(splits, block_size, data_dir):
     """Each split must hold more than block_size tokens (one window plus its next-token target)."""
-    if not _is_count(block_size):
+    if not _is_count(block_size) or block_size < 1:
         return  # validate() names it
     for name, split in splits.items():
         if len(split) <= block_size:
