@@ -184,12 +184,13 @@ def _train(args):
         if args.overwrite:
             raise CommandError("--resume and --overwrite exclude each other: --resume continues the run, "
                                "--overwrite replaces it")
-        ignored = sorted(set(given) - set(RESUME_FLAGS))
-        if ignored:
+        saved = runs.saved_config(args.out)
+        changed = sorted(k for k, v in given.items() if k not in RESUME_FLAGS and _saved_value(saved, k) != v)
+        if changed:  # repeating the run's own values is fine; changing them would be silently ignored
             raise CommandError(f"--resume continues {args.out} with its own settings, so "
-                               f"{', '.join(_flag(k) for k in ignored)} cannot be changed (it takes only "
+                               f"{', '.join(_flag(k) for k in changed)} cannot be changed (it takes only "
                                f"--max-iters, --device and --[no-]progress)")
-        cfg = dataclasses.replace(runs.saved_config(args.out), **given)
+        cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k in RESUME_FLAGS})
         data_dir = args.data or runs.saved_run_config(args.out).get("data_dir") or DEFAULT_DATA
     else:
         cfg = TrainConfig.from_flat(**given)
@@ -205,6 +206,17 @@ def _train(args):
     if result:
         print(f"done: iter {result['iter']}, train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
     return 0
+
+
+def _saved_value(cfg, name):
+    """The run's own value of a flat setting (a TrainConfig field or its model's), or a marker none equals."""
+    from .models.registry import get_model
+    if name in ("model_type", "model"):
+        return cfg.model_type
+    if name in {f.name for f in dataclasses.fields(cfg)}:
+        return getattr(cfg, name)
+    field = get_model(cfg.model_type).rename({name: None}).popitem()[0]
+    return getattr(cfg.model, field, object())
 
 
 def _resume_command(out):
@@ -377,9 +389,9 @@ def _add_train_flags(parser):
 
 
 def build_parser():
-    from . import __version__
+    version = getattr(sys.modules.get(__package__), "__version__", "(unknown version)")
     parser = _Parser(prog="tinyllm", description="tinyllm: a small, exact LLM library in NumPy")
-    parser.add_argument("--version", action="version", version=f"tinyllm {__version__}")
+    parser.add_argument("--version", action="version", version=f"tinyllm {version}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="download or read a corpus, tokenize it and split it 90/10")
