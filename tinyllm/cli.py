@@ -133,7 +133,7 @@ def _prepare(args):
             meta = translation.prepare_synthetic(args.out, args.pairs, args.seed)
         else:
             if not (args.file and args.target):
-                raise CommandError("prepare parallel: give the source file and --target TARGET_FILE")
+                raise CommandError("give the source file and --target TARGET_FILE")
             for path in (args.file, args.target):
                 _read_text(path)  # a clear error for a missing, binary or directory path, before any output
             meta = translation.prepare_pair(args.file, args.target, args.out)
@@ -145,7 +145,7 @@ def _prepare(args):
         meta = data.prepare_shakespeare(args.out, args.tokenizer, args.vocab_size, log=log)
     else:
         if not args.file:
-            raise CommandError("prepare text: give the text file to prepare, e.g. `prepare text corpus.txt "
+            raise CommandError("give the text file to prepare, e.g. `prepare text corpus.txt "
                                "--out data/mine`")
         text = _read_text(args.file)
         if not text:
