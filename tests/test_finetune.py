@@ -68,7 +68,8 @@ def test_full_finetune_starts_from_the_base_and_keeps_its_shape(base, capsys):
 def test_lora_trains_and_saves_only_adapters_resumes_exactly_and_merges(base, capsys):
     root, run = base
     common = ["--data", str(root / "data_b"), "--init-from", run, "--lora-rank", "2", "--lora-alpha", "4",
-              "--block-size", "16", "--batch-size", "4", "--eval-iters", "2", "--eval-interval", "4", "--no-progress"]
+              "--block-size", "16", "--batch-size", "4", "--eval-iters", "2", "--eval-interval", "4", "--no-progress",
+              "--lr-decay-iters", "8"]  # one schedule for both lengths: by default each would decay over its own
     lora = str(root / "lora")
     assert main(["train", "--out", lora, "--max-iters", "8"] + common) == 0
     saved = load_file(os.path.join(lora, "best", "model.safetensors"))

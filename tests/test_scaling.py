@@ -25,6 +25,7 @@ def test_fit_recovers_a_known_law():
 
 
 def test_tiny_study_end_to_end(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the study writes a PNG: needs the plot extra")
     d = tmp_path / "data"
     data.prepare_text("all the world's a stage, and all the men and women merely players. " * 200, str(d))
     monkeypatch.setattr(scaling, "QUICK_SIZES", [(1, 2, 8), (1, 2, 16), (2, 2, 24), (2, 2, 32)])

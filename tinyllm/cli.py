@@ -9,13 +9,109 @@ Argument parsing only; each command calls into the library:
     search                     ->  tinyllm.search
     merge                      ->  tinyllm.runs.merge_run (tinyllm.nn.lora)
     demo                       ->  tinyllm.demo
+
+Every value is checked before anything on disk is touched, and every error a user can cause is one
+line on stderr (``tinyllm train: error: ...``) and a non-zero exit: 2 for a bad value, 1 for a failure
+while working, 130/143 when SIGINT/SIGTERM stopped it.
 """
 import argparse
 import dataclasses
+import math
+import os
+import signal
 import sys
 
+DEFAULT_DATA = "data/shakespeare"
+DEFAULT_RUN = "runs/shakespeare"
+RESUME_FLAGS = ("max_iters", "progress", "device")  # what --resume may change: nothing that alters the run
 
+# One line of --help per training setting (TrainConfig's fields, then the models' config fields).
+FIELD_HELP = {
+    "block_size": "context length in tokens",
+    "batch_size": "sequences per training step",
+    "max_iters": "training iterations (the schedule fits them: see --warmup-iters, --lr-decay-iters)",
+    "lr": "peak learning rate (AdamW)",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_iters": "linear warm-up iterations (default: min(100, max_iters // 10))",
+    "lr_decay_iters": "iteration where the cosine decay reaches --min-lr (default: --max-iters)",
+    "decay_lr": "warm up and decay the learning rate (--no-decay-lr: constant --lr)",
+    "beta1": "AdamW beta1, in [0, 1)",
+    "beta2": "AdamW beta2, in [0, 1)",
+    "weight_decay": "AdamW weight decay, on matrices only",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "eval_interval": "evaluate and checkpoint every this many iterations",
+    "eval_iters": "batches per split in each evaluation",
+    "log_interval": "log the training loss every this many iterations",
+    "seed": "seed for initialisation, batches and dropout",
+    "dtype": "parameter and activation dtype",
+    "device": "where to train (cuda needs the gpu extra)",
+    "init_from": "fine-tune: start from this tinyllm run or Hugging Face GPT-2 directory",
+    "lora_rank": "> 0: freeze the model and train LoRA adapters of this rank (needs --init-from)",
+    "lora_alpha": "LoRA scaling numerator (the update is scaled by alpha / rank)",
+    "lora_targets": "comma-separated names of the Linear layers LoRA adapts",
+    "progress": "show a progress bar",
+    "n_layer": "Transformer blocks",
+    "n_head": "attention heads (must divide --n-embd)",
+    "n_embd": "embedding width",
+    "dropout": "dropout probability, in [0, 1)",
+    "bias": "biases in Linear and LayerNorm layers",
+    "pos_encoding": "position encoding",
+    "tie_weights": "share the token embedding with the output layer",
+    "activation": "MLP activation (gelu_tanh is GPT-2's gelu_new)",
+    "layer_norm_eps": "LayerNorm epsilon",
+    "hidden_size": "hidden units (LSTM, VAE; the feed-forward model's --hidden)",
+    "num_layers": "stacked LSTM layers",
+    "context": "tokens the feed-forward model sees",
+    "hidden": "hidden units of the feed-forward model",
+    "latent_size": "VAE latent dimensions",
+    "word_dropout": "VAE decoder word dropout, in [0, 1)",
+    "kl_anneal_iters": "VAE: iterations over which the KL weight rises to 1",
+}
+
+
+class CommandError(Exception):
+    """A bad value the CLI found itself: printed as one line, exit code 2."""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each flag's default, except where there is none to show (None, or an off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" not in text and "(default" not in text and action.default not in (None, False,
+                                                                                          argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``tinyllm train: error: ...``); --help shows the usage."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _flag(name):
+    return "--" + {"model_type": "model"}.get(name, name).replace("_", "-")
+
+
+def _check(condition, flag, allowed, value):
+    if not condition:
+        raise CommandError(f"{flag} must be {allowed}, got {value!r}")
+
+
+def _positive_int(flag, value):
+    _check(value is None or value >= 1, flag, "a positive integer", value)
+
+
+# ------------------------------------------------------------------------------------ commands
 def _demo(args):
+    _positive_int("--iters", args.iters)
+    _check(args.seed >= 0, "--seed", "a non-negative integer", args.seed)
     from . import demo
     demo.run(iters=args.iters, seed=args.seed)
     return 0
@@ -23,57 +119,170 @@ def _demo(args):
 
 def _prepare(args):
     from . import data
+    _positive_int("--pairs", args.pairs)
+    _check(args.seed >= 0, "--seed", "a non-negative integer", args.seed)
+    if args.vocab_size is not None:
+        _check(args.tokenizer == "bpe", "--vocab-size", "given only with --tokenizer bpe (a character "
+               "tokenizer's vocabulary is the text's characters)", args.vocab_size)
+        _check(args.vocab_size >= 256, "--vocab-size", "at least 256 (the byte tokens)", args.vocab_size)
+    if args.tokenizer_from is not None and not os.path.isfile(os.path.join(args.tokenizer_from, "tokenizer.json")):
+        raise CommandError(f"--tokenizer-from: {args.tokenizer_from} has no tokenizer.json to reuse")
     if args.source in ("translation", "parallel"):
         from . import translation
         if args.source == "translation":
             meta = translation.prepare_synthetic(args.out, args.pairs, args.seed)
         else:
             if not (args.file and args.target):
-                raise SystemExit("prepare parallel: give the source file and --target TARGET_FILE")
+                raise CommandError("give the source file and --target TARGET_FILE")
+            for path in (args.file, args.target):
+                _read_text(path)  # a clear error for a missing, binary or directory path, before any output
             meta = translation.prepare_pair(args.file, args.target, args.out)
         print(f"wrote {args.out}: {meta['train_pairs']:,} train / {meta['val_pairs']:,} val sentence pairs "
               f"({meta['source']})")
         return 0
+    log = _progress_line
     if args.source == "shakespeare":
-        meta = data.prepare_shakespeare(args.out, args.tokenizer, args.vocab_size)
+        meta = data.prepare_shakespeare(args.out, args.tokenizer, args.vocab_size, log=log)
     else:
         if not args.file:
-            raise SystemExit("prepare text: give the text file to prepare, e.g. `prepare text corpus.txt --out data/mine`")
-        with open(args.file, encoding="utf-8") as f:
-            meta = data.prepare_text(f.read(), args.out, args.tokenizer, args.vocab_size, source=args.file,
-                                     tokenizer_from=args.tokenizer_from)
+            raise CommandError("give the text file to prepare, e.g. `prepare text corpus.txt "
+                               "--out data/mine`")
+        text = _read_text(args.file)
+        if not text:
+            raise CommandError(f"prepare text: {args.file} is empty")
+        meta = data.prepare_text(text, args.out, args.tokenizer, args.vocab_size, source=args.file,
+                                 tokenizer_from=args.tokenizer_from, log=log)
     print(f"wrote {args.out}: {meta['characters']:,} characters, vocabulary {meta['vocab_size']}, "
           f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens")
     return 0
 
 
+def _read_text(path):
+    if os.path.isdir(path):
+        raise CommandError(f"{path} is a directory; give a text file")
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise CommandError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                           f"give a text file") from None
+
+
+def _progress_line(message):
+    print(message, file=sys.stderr, flush=True)
+
+
 def _train(args):
-    from .train import TrainingDiverged, train
+    from . import runs
+    from .train import TrainingInterrupted, train
     from .train_config import TrainConfig, flat_names
     names = flat_names()
-    cfg = TrainConfig.from_flat(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.resume:
+        if args.overwrite:
+            raise CommandError("--resume and --overwrite exclude each other: --resume continues the run, "
+                               "--overwrite replaces it")
+        saved = runs.saved_config(args.out)
+        changed = sorted(k for k, v in given.items() if k not in RESUME_FLAGS and _saved_value(saved, k) != v)
+        if changed:  # repeating the run's own values is fine; changing them would be silently ignored
+            raise CommandError(f"--resume continues {args.out} with its own settings, so "
+                               f"{', '.join(_flag(k) for k in changed)} cannot be changed (it takes only "
+                               f"--max-iters, --device and --[no-]progress)")
+        cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k in RESUME_FLAGS})
+        data_dir = args.data or runs.saved_run_config(args.out).get("data_dir") or DEFAULT_DATA
+    else:
+        cfg = TrainConfig.from_flat(**given)
+        data_dir = args.data or DEFAULT_DATA
     try:
-        result = train(args.data, args.out, cfg, resume=args.resume)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        result = train(data_dir, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as e:
+        code = 128 + e.signum
+        if e.iter is None:
+            raise _Failure(f"{e}; continue with: {_resume_command(args.out)}", code) from None
+        raise _Failure(f"interrupted at iter {e.iter}: saved {os.path.join(args.out, runs.LAST)}; "
+                       f"continue with: {_resume_command(args.out)}", code) from None
     if result:
         print(f"done: iter {result['iter']}, train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
     return 0
 
 
+def _saved_value(cfg, name):
+    """The run's own value of a flat setting (a TrainConfig field or its model's), or a marker none equals."""
+    from .models.registry import get_model
+    if name in ("model_type", "model"):
+        return cfg.model_type
+    if name in {f.name for f in dataclasses.fields(cfg)}:
+        return getattr(cfg, name)
+    field = get_model(cfg.model_type).rename({name: None}).popitem()[0]
+    return getattr(cfg.model, field, object())
+
+
+def _resume_command(out):
+    return f"python -m tinyllm train --out {out} --resume"
+
+
+def _check_sampling(args):
+    _positive_int("--max-new-tokens", args.max_new_tokens)
+    _positive_int("--num-beams", args.num_beams)
+    _check(args.seed >= 0, "--seed", "a non-negative integer", args.seed)
+    if not args.greedy and args.num_beams == 1:
+        _check(math.isfinite(args.temperature) and args.temperature > 0, "--temperature",
+               "a finite number > 0 (for greedy decoding pass --greedy)", args.temperature)
+    _check(args.top_k is None or args.top_k >= 0, "--top-k", "a non-negative integer (0: off)", args.top_k)
+    _check(args.top_p is None or 0 < args.top_p <= 1, "--top-p", "in (0, 1]", args.top_p)
+
+
+class _PrintStreamer:
+    """Prints generated text as it comes (the ``put``/``end`` shape of HF's streamers). Tokens are decoded
+    in pieces; a piece that ends inside a multi-byte character waits for the rest."""
+
+    def __init__(self, tok, skip):
+        self.tok, self.skip, self.pending, self.count = tok, skip, [], 0
+
+    def put(self, ids):
+        import numpy as np
+        for i in np.asarray(ids).reshape(-1):
+            if self.skip:
+                self.skip -= 1
+                continue
+            self.pending.append(int(i))
+            self.count += 1
+        text = self.tok.decode(self.pending)
+        if text and not text.endswith("\ufffd"):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self.pending = []
+
+    def end(self):
+        sys.stdout.write(self.tok.decode(self.pending) + "\n")
+        sys.stdout.flush()
+        self.pending = []
+
+
 def _sample(args):
     import numpy as np
+    from .models import GPT
     from .runs import load_run
+    _check_sampling(args)
     model, tok, _ = load_run(args.run, args.checkpoint, device=args.device)
     prompt = tok.encode(args.prompt) if args.prompt else [0]
-    from .models import GPT
     window = dict(crop_context=True) if isinstance(model, GPT) and args.num_beams == 1 else {}  # nanoGPT's sliding window
-    out = model.generate(np.array([prompt]), max_new_tokens=args.max_new_tokens, do_sample=args.num_beams == 1
-                         and not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         num_beams=args.num_beams, seed=args.seed, **window)
     start = 0 if args.prompt else 1
-    print(tok.decode([int(i) for i in out[0][start:]]))
+    streamer = _PrintStreamer(tok, start) if args.num_beams == 1 else None  # beam search settles at the end
+    try:
+        out = model.generate(np.array([prompt]), max_new_tokens=args.max_new_tokens, do_sample=args.num_beams == 1
+                             and not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             num_beams=args.num_beams, seed=args.seed, streamer=streamer, **window)
+    except KeyboardInterrupt:
+        if streamer is None:
+            raise
+        print(flush=True)
+        raise _Failure(f"interrupted after {streamer.count - len(prompt) + start} new tokens (the text above is "
+                       f"what was generated)", 128 + signal.SIGINT) from None
+    if streamer is None:
+        print(tok.decode([int(i) for i in out[0][start:]]))
     return 0
 
 
@@ -81,10 +290,11 @@ def _eval(args):
     from . import data
     from .metrics import evaluate_lm
     from .runs import load_run
+    _positive_int("--max-batches", args.max_batches)
     model, _, run_config = load_run(args.run, args.checkpoint)
     data_dir = args.data or run_config["data_dir"]
     tokens = data.load_split(data_dir, args.split)
-    r = evaluate_lm(model, tokens, run_config["train"]["block_size"], max_batches=args.max_batches)
+    r = evaluate_lm(model, tokens, run_config["train"]["block_size"], max_batches=args.max_batches, progress=True)
     print(f"{args.split} loss {r['loss']:.4f} | perplexity {r['perplexity']:.3f} | "
           f"next-token accuracy {r['accuracy']:.4f} | {r['tokens']:,} tokens")
     return 0
@@ -99,11 +309,25 @@ def _quantize(args):
 
 def _search(args):
     import json
-    import os
-    from .search import format_leaderboard, plot_leaderboard, run_search
-    with open(args.space) as f:
-        space = json.load(f)
-    rows = run_search(args.data, args.out, space, args.strategy, args.trials, args.budget_iters, args.seed)
+    from . import data
+    from .search import TRIALS_FILE, format_leaderboard, plot_leaderboard, read_trials, run_search
+    _check(args.trials >= 0, "--trials", "a non-negative integer (grid: 0 = all)", args.trials)
+    _positive_int("--budget-iters", args.budget_iters)
+    _check(args.seed >= 0, "--seed", "a non-negative integer", args.seed)
+    if os.path.isdir(args.space) or not os.path.exists(args.space):
+        raise CommandError(f"--space: {args.space} is not a file")
+    try:
+        with open(args.space, encoding="utf-8") as f:
+            space = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CommandError(f"--space: {args.space} is not valid JSON ({e})") from None
+    data.read_meta(args.data)  # a missing data directory is reported before the search directory is made
+    try:
+        rows = run_search(args.data, args.out, space, args.strategy, args.trials, args.budget_iters, args.seed)
+    except KeyboardInterrupt:
+        done = len(read_trials(args.out))
+        raise _Failure(f"interrupted: {done} finished trials are kept in {os.path.join(args.out, TRIALS_FILE)}; "
+                       f"run the same command again to continue", 128 + signal.SIGINT) from None
     print(format_leaderboard(rows))
     try:
         print(f"wrote {plot_leaderboard(rows, os.path.join(args.out, 'leaderboard.png'))}")
@@ -125,27 +349,32 @@ def _plot(args):
     return 0
 
 
-def _add_flag(parser, name, annotation, help):
+# ------------------------------------------------------------------------------------ the parser
+def _add_flag(parser, name, annotation, help, choices=None):
     """``--field-name`` for a dataclass field; unset, it is None, so the config's default applies."""
     flag = "--" + name.replace("_", "-")
     if annotation in (bool, "bool"):
         parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help)
     else:
         kind = {"int": int, "float": float, "str": str}.get(annotation if isinstance(annotation, str) else annotation.__name__)
-        parser.add_argument(flag, dest=name, type=kind, default=None, help=help)
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=help, choices=choices,
+                            metavar=None if choices else name.upper())
 
 
 def _add_train_flags(parser):
     """One flag per TrainConfig field, then one per field of the registered models' configs (a flag the
     chosen model does not have is ignored)."""
     from .models.registry import get_model, model_names
-    from .train_config import TrainConfig
+    from .train_config import CHOICES, TrainConfig
     parser.add_argument("--model", "--model-type", dest="model_type", choices=model_names(), default=None,
-                        help=f"(default: {TrainConfig.model_type})")
+                        help=f"the model to train (default: {TrainConfig.model_type})")
     seen = {"model_type", "model", "vocab_size"}  # the data sets vocab_size
+    recipe = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name not in seen:
-            _add_flag(parser, f.name, f.type, f"(default: {f.default})")
+            default = "" if "(default" in FIELD_HELP.get(f.name, "") else f" (default: {getattr(recipe, f.name)!r})" \
+                if f.type in (str, "str") else f" (default: {getattr(recipe, f.name)})"
+            _add_flag(parser, f.name, f.type, FIELD_HELP.get(f.name, f.name) + default, CHOICES.get(f.name))
             seen.add(f.name)
     entries = [get_model(name) for name in model_names()]
     for entry in entries:
@@ -155,105 +384,146 @@ def _add_train_flags(parser):
             seen.add(f.name)
             defaults = ", ".join(f"{e.name}: {getattr(e.default_config(), e.aliases.get(f.name, f.name))}"
                                  for e in entries if f.name in e.field_names() or f.name in e.aliases)
-            _add_flag(parser, f.name, f.type, f"(default: {defaults})")
+            _add_flag(parser, f.name, f.type, f"{FIELD_HELP.get(f.name, f.name)} (default: {defaults})",
+                      CHOICES.get(f.name))
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tinyllm", description="tinyllm: a small, exact LLM library in NumPy")
-    sub = parser.add_subparsers(dest="command", required=True)
+    version = getattr(sys.modules.get(__package__), "__version__", "(unknown version)")
+    parser = _Parser(prog="tinyllm", description="tinyllm: a small, exact LLM library in NumPy")
+    parser.add_argument("--version", action="version", version=f"tinyllm {version}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="download or read a corpus, tokenize it and split it 90/10")
-    p.add_argument("source", choices=["shakespeare", "text", "translation", "parallel"])
+    p.add_argument("source", choices=["shakespeare", "text", "translation", "parallel"], help="what to prepare")
     p.add_argument("file", nargs="?", help="the text file (`prepare text`) or the source-side file (`prepare parallel`)")
     p.add_argument("--target", default=None, help="prepare parallel: the target-side file, aligned line by line")
     p.add_argument("--pairs", type=int, default=20000, help="prepare translation: sentence pairs to generate")
     p.add_argument("--seed", type=int, default=0, help="prepare translation: the languages' and sentences' seed")
-    p.add_argument("--out", default=None, help="output directory (default: data/shakespeare or data/<file stem>)")
-    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
-    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 512)")
+    p.add_argument("--out", default=None, help="output directory (default: data/shakespeare, data/translation "
+                   "or data/<file stem>)")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="character or byte-level BPE tokens")
+    p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size, at least 256 (default: 512)")
     p.add_argument("--tokenizer-from", default=None, help="prepare text: reuse DIR/tokenizer.json (a data or run "
                    "directory), so a model trained there can be fine-tuned on this text")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model on a prepared data directory (defaults: nanoGPT's CPU recipe)")
-    p.add_argument("--data", default="data/shakespeare")
-    p.add_argument("--out", default="runs/shakespeare")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/last, bit-identically")
+    p.add_argument("--data", default=None, help=f"prepared data directory (default: {DEFAULT_DATA}; with "
+                   f"--resume: the run's own)")
+    p.add_argument("--out", default=DEFAULT_RUN, help="run directory to write; an existing run is refused "
+                   "unless --resume or --overwrite")
+    p.add_argument("--resume", action="store_true", help="continue RUN from RUN/last, bit-identically (only "
+                   "--max-iters, --device and --[no-]progress may change)")
+    p.add_argument("--overwrite", "--force", action="store_true", help="replace the run in --out: removes its "
+                   "checkpoints, metrics, config and tokenizer (and nothing else)")
     _add_train_flags(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("sample", help="generate text from a trained run")
-    p.add_argument("--run", default="runs/shakespeare")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--greedy", action="store_true")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (needs the gpu extra)")
+    p = sub.add_parser("sample", help="generate text from a trained run (printed as it is generated)")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to load")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, > 0")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens (default: off)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set of tokens whose "
+                   "probability reaches p, in (0, 1] (default: off)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (> 1: printed at the "
+                   "end, limited to the model's block size)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling)")
+    p.add_argument("--seed", type=int, default=1337, help="sampling seed")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (cuda needs the gpu extra)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("eval", help="validation loss, perplexity and next-token accuracy of a run")
-    p.add_argument("--run", default="runs/shakespeare")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to load")
     p.add_argument("--data", default=None, help="data directory (default: the one the run trained on)")
-    p.add_argument("--split", choices=["train", "val"], default="val")
-    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--split", choices=["train", "val"], default="val", help="which split to score")
+    p.add_argument("--max-batches", type=int, default=None, help="score at most this many batches of 32 windows "
+                   "(default: the whole split)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("quantize", help="write an int8 copy of a run (per-channel weights) for eval and sample")
-    p.add_argument("--run", default="runs/shakespeare")
-    p.add_argument("--out", required=True, help="the new run directory")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory to quantize")
+    p.add_argument("--out", required=True, help="the new run directory (must not exist yet)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to quantize")
     p.set_defaults(func=_quantize)
 
     p = sub.add_parser("merge", help="fold a LoRA run's adapters into the weights: a plain run")
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--run", required=True, help="the LoRA run directory")
+    p.add_argument("--out", required=True, help="the new run directory (must not exist yet)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to merge")
     p.set_defaults(func=_merge)
 
     p = sub.add_parser("search", help="grid or random hyper-parameter search over train's config fields")
-    p.add_argument("--data", default="data/shakespeare")
+    p.add_argument("--data", default=DEFAULT_DATA, help="prepared data directory")
     p.add_argument("--space", required=True, help="JSON file: field -> list of candidates or {uniform|log_uniform|int|choice: ...}")
-    p.add_argument("--strategy", choices=["grid", "random"], default="random")
+    p.add_argument("--strategy", choices=["grid", "random"], default="random", help="how trials are chosen")
     p.add_argument("--trials", type=int, default=10, help="random draws (grid: at most this many, 0 = all)")
     p.add_argument("--budget-iters", type=int, default=200, help="training iterations per trial")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/search")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    p.add_argument("--out", default="runs/search", help="search directory (run again to resume it)")
     p.set_defaults(func=_search)
 
     p = sub.add_parser("plot", help="write a loss-curve PNG of a run (needs the plot extra: matplotlib)")
-    p.add_argument("--run", default="runs/shakespeare")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory")
     p.add_argument("--out", default=None, help="PNG path (default: RUN/loss.png)")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("demo", help="train a small character model on a built-in text and sample from it")
-    p.add_argument("--iters", type=int, default=1500)
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--iters", type=int, default=1500, help="training iterations")
+    p.add_argument("--seed", type=int, default=1337, help="seed")
     p.set_defaults(func=_demo)
     return parser
 
 
+# ------------------------------------------------------------------------------------ running
+class _Failure(Exception):
+    """A command stopped with a message and an exit code of its own."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) == "prepare" and args.out is None:
-        import os
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error argparse already printed
+        return e.code
+    prog = f"tinyllm {args.command}"
+    if args.command == "prepare" and args.out is None:
         args.out = {"shakespeare": "data/shakespeare", "translation": "data/translation"}.get(args.source) or \
             os.path.join("data", os.path.splitext(os.path.basename(args.file or "text"))[0])
     from . import backend
+    from .train_config import ConfigError
     backend.tune_for_training()  # the CLI is a program, not a library: it may tune its own process
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except _Failure as e:  # not an error: the user stopped it, and the message says how to go on
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        return _fail(prog, f"{_flag(e.field)} {e.problem}", 2)
+    except (CommandError, FileNotFoundError, ValueError) as e:
+        return _fail(prog, e, 2)
+    except MemoryError as e:
+        return _fail(prog, f"out of memory ({e or 'MemoryError'}): make the batch, block, model or output smaller", 1)
+    except OSError as e:  # permissions, a full disk, a directory where a file was expected, ...
+        return _fail(prog, f"{e.strerror or e}: {e.filename}" if e.filename else e, 1)
     except RuntimeError as e:  # DataError and friends: a clear one-line message, not a traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _fail(prog, e, 1)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _fail(prog, message, code):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

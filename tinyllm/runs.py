@@ -21,6 +21,14 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 TOKENIZER_FILE = "tokenizer.json"
 LAST, BEST = "last", "best"
+PLOT_FILE = "loss.png"
+# What a run directory holds: all that overwriting a run removes (plus the checkpoints' save leftovers).
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, TOKENIZER_FILE, LAST, BEST, PLOT_FILE)
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked: a new run over an existing one, a resume without a
+    checkpoint, a derived run over its source."""
 
 
 # ------------------------------------------------------------------------------------ models
@@ -40,13 +48,37 @@ def _build(model_type, model_config, dtype):
 def load_pretrained(path, device="cpu"):
     """The model of a tinyllm run directory (its best checkpoint; LoRA adapters merged in) or of a
     Hugging Face GPT-2 directory (config.json + model.safetensors)."""
-    with open(os.path.join(path, CONFIG_FILE)) as f:
-        conf = json.load(f)
+    conf = read_pretrained_config(path)
     if "train" in conf:  # a tinyllm run
         from .nn.lora import merge_lora
         return merge_lora(load_run(path, device=device)[0])
     from .models import GPT
     return GPT.from_pretrained(path).to(device)
+
+
+_HF_INT_FIELDS = ("vocab_size", "n_positions", "n_ctx", "n_layer", "n_head", "n_embd", "hidden_size")
+
+
+def read_pretrained_config(path):
+    """The config.json of an ``init_from`` directory, checked: a tinyllm run's, or a Hugging Face GPT-2
+    one whose sizes are positive integers (a clear error here instead of a TypeError deep in the model)."""
+    where = os.path.join(path, CONFIG_FILE)
+    try:
+        with open(where) as f:
+            conf = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{where}: cannot read it as JSON ({e})") from None
+    if not isinstance(conf, dict):
+        raise RunDirError(f"{where}: expected a JSON object, got {type(conf).__name__}")
+    if "train" not in conf:
+        for key in _HF_INT_FIELDS:
+            value = conf.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise RunDirError(f"{where}: {key} must be a positive integer, got {value!r}")
+        eps = conf.get("layer_norm_epsilon")
+        if eps is not None and (not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0):
+            raise RunDirError(f"{where}: layer_norm_epsilon must be a positive number, got {eps!r}")
+    return conf
 
 
 class _Adapters:
@@ -107,6 +139,52 @@ def _with_architecture_of(model, cfg):
 
 
 # ------------------------------------------------------------------------------------ the run directory
+def run_entries(out_dir):
+    """The names in ``out_dir`` that belong to a run (checkpoints' save leftovers included), sorted."""
+    if not os.path.isdir(out_dir):
+        return []
+    return sorted(n for n in os.listdir(out_dir)
+                  if n in RUN_ENTRIES or any(n.startswith(f".{ck}.{kind}-") for ck in (LAST, BEST)
+                                             for kind in ("tmp", "old")))
+
+
+def describe_run(out_dir):
+    """A few words on what ``out_dir`` holds: its entries and, when it has one, the last checkpoint's
+    iteration."""
+    names = [n + ("/" if os.path.isdir(os.path.join(out_dir, n)) else "") for n in run_entries(out_dir)]
+    try:
+        it = f" at iteration {last_state(out_dir)['iter']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        it = ""
+    return f"a run{it} ({', '.join(names)})"
+
+
+def check_new_run(out_dir, overwrite=False):
+    """Refuse to start a run in ``out_dir`` when it already holds one, unless ``overwrite``; a directory
+    holding other things is refused too, so nothing that is not a run is mixed with one. Touches nothing."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise RunDirError(f"{out_dir} is a file, not a run directory")
+    if run_entries(out_dir):
+        if not overwrite:
+            raise RunDirError(f"{out_dir} already holds {describe_run(out_dir)}; continue it with --resume "
+                              f"or replace it with --overwrite")
+    elif os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise RunDirError(f"{out_dir} is not empty and is not a run directory (it holds "
+                          f"{', '.join(sorted(os.listdir(out_dir))[:4])}); choose another output directory")
+
+
+def remove_run(out_dir):
+    """Delete what a run holds in ``out_dir`` (``run_entries``) and nothing else; returns the names."""
+    names = run_entries(out_dir)
+    for name in names:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return names
+
+
 def create(out_dir, data_dir):
     """A fresh run in ``out_dir``: the data's tokenizer copied in, metrics from an earlier run removed."""
     os.makedirs(out_dir, exist_ok=True)
@@ -159,11 +237,34 @@ def save(out_dir, which, saved, optimizer, run_config, train_state):
                                train_state=train_state)
 
 
+def saved_run_config(out_dir):
+    """The run config (training config, model config, data directory) of ``out_dir``'s ``last``
+    checkpoint."""
+    if not os.path.isdir(out_dir):
+        raise RunDirError(f"nothing to resume: {out_dir} does not exist")
+    try:
+        return checkpoint.read_config(os.path.join(out_dir, LAST))
+    except FileNotFoundError:
+        raise RunDirError(f"nothing to resume: {out_dir} has no {LAST!r} checkpoint") from None
+
+
+def saved_config(out_dir):
+    """The TrainConfig of the run in ``out_dir``, from its ``last`` checkpoint."""
+    return TrainConfig.from_dict(saved_run_config(out_dir)["train"])
+
+
+def last_state(out_dir):
+    """The training state (iteration, best val loss, RNG states) of ``out_dir``'s ``last`` checkpoint,
+    without loading its arrays."""
+    ckdir = checkpoint._resolve(os.path.join(out_dir, LAST))
+    with open(os.path.join(ckdir, checkpoint.TRAIN_STATE_FILE)) as f:
+        return json.load(f)
+
+
 def resumed_config(out_dir, cfg):
     """The config of the run to resume, from its ``last`` checkpoint; only ``max_iters``, ``progress``
     and ``device`` are taken from ``cfg``."""
-    saved = TrainConfig.from_dict(checkpoint.read_config(os.path.join(out_dir, LAST))["train"])
-    return replace(saved, max_iters=cfg.max_iters, progress=cfg.progress, device=cfg.device)
+    return replace(saved_config(out_dir), max_iters=cfg.max_iters, progress=cfg.progress, device=cfg.device)
 
 
 def resume(out_dir, saved, optimizer):
@@ -206,9 +307,13 @@ def quantize_run(run_dir, out_dir, which=BEST):
     (tinyllm/nn/quantized.py). ``out_dir`` is a run directory that ``load_run``, ``eval`` and
     ``sample`` accept. Returns (float bytes, int8 bytes) of the two model files."""
     from .nn.quantized import quantize_
+    check_derived_run(run_dir, out_dir)
     model, _, run_config = load_run(run_dir, which)
+    if run_config.get("quantized"):
+        raise RunDirError(f"{run_dir} is already quantized ({run_config['quantized']})")
     quantize_(model)
-    _write_derived_run(run_dir, out_dir, which, model, dict(run_config, quantized="int8"))
+    _write_derived_run(run_dir, out_dir, which, model,
+                       dict(run_config, quantized="int8", quantized_from=os.path.abspath(run_dir)))
     sizes = [os.path.getsize(os.path.join(d, which, checkpoint.MODEL_FILE)) for d in (run_dir, out_dir)]
     return tuple(sizes)
 
@@ -217,6 +322,7 @@ def merge_run(run_dir, out_dir, which=BEST):
     """Write a LoRA run with its adapters folded into the weights, as a plain run (``load_run``,
     ``eval``, ``sample`` and ``--init-from`` accept it)."""
     from .nn.lora import merge_lora
+    check_derived_run(run_dir, out_dir)
     model, _, run_config = load_run(run_dir, which)
     cfg = TrainConfig.from_dict(run_config["train"])
     if not cfg.lora_rank:
@@ -227,6 +333,18 @@ def merge_run(run_dir, out_dir, which=BEST):
                       merged_from=os.path.abspath(run_dir))
     _write_derived_run(run_dir, out_dir, which, model, run_config)
     return out_dir
+
+
+def check_derived_run(run_dir, out_dir):
+    """A derived run is written only into a new (or empty) directory that is not its source nor inside it."""
+    src, dst = os.path.realpath(run_dir), os.path.realpath(out_dir)
+    if not os.path.isdir(os.path.join(run_dir, BEST)) and not os.path.isdir(os.path.join(run_dir, LAST)):
+        raise RunDirError(f"{run_dir} is not a run directory (no {BEST}/ or {LAST}/ checkpoint)")
+    if dst == src or dst.startswith(src + os.sep):
+        raise RunDirError(f"the output {out_dir} is the run {run_dir} or inside it: write the derived run "
+                          f"to a new directory")
+    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+        raise RunDirError(f"{out_dir} already exists: choose a new directory for the derived run")
 
 
 def _write_derived_run(run_dir, out_dir, which, model, run_config):

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .train import train
-from .train_config import TrainConfig, flat_names
+from .train_config import DEFAULT_WARMUP_ITERS, TrainConfig, check_value, flat_names
 
 TRIALS_FILE = "trials.jsonl"
 SPEC_FILE = "search.json"
@@ -40,7 +40,29 @@ def check_space(space):
         elif not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("choice", "uniform", "log_uniform", "int")):
             raise ValueError(f"search space: {name!r} must be a list or one of "
                              f"{{'choice': [...]}}, {{'uniform': [a, b]}}, {{'log_uniform': [a, b]}}, {{'int': [a, b]}}")
+        else:
+            _check_range(name, *next(iter(spec.items())))
     return space
+
+
+def _check_range(name, kind, arg):
+    """A range's bounds, and each bound as a value of the field, so no draw can fail later."""
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise ValueError(f"search space: {name!r}: choice needs a non-empty list, got {arg!r}")
+        return
+    number = (int,) if kind == "int" else (int, float)
+    if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, number) and not isinstance(a, bool)
+                                                              for a in arg) and arg[0] <= arg[1]):
+        what = "integers" if kind == "int" else "numbers"
+        raise ValueError(f"search space: {name!r}: {kind} needs [low, high], two {what} with low <= high, got {arg!r}")
+    if kind == "log_uniform" and arg[0] <= 0:
+        raise ValueError(f"search space: {name!r}: log_uniform needs bounds > 0, got {arg!r}")
+    for bound in arg:
+        try:
+            check_value(name, bound)
+        except ValueError as e:
+            raise ValueError(f"search space: {name!r}: {kind} bound {bound!r}: {e}") from None
 
 
 def grid_trials(space):
@@ -95,6 +117,11 @@ def run_search(data_dir, out_dir, space, strategy="random", trials=10, budget_it
     plan = grid_trials(space) if strategy == "grid" else random_trials(space, trials, seed)
     if strategy == "grid" and trials:
         plan = plan[:trials]
+    for i, params in enumerate(plan):  # every trial's config is valid before the first one runs
+        try:
+            _trial_config(params, budget_iters).validate()
+        except ValueError as e:
+            raise ValueError(f"search space: trial {i} {params}: {e}") from None
     spec = {"space": space, "strategy": strategy, "trials": len(plan), "budget_iters": budget_iters, "seed": seed}
     os.makedirs(out_dir, exist_ok=True)
     spec_path = os.path.join(out_dir, SPEC_FILE)
@@ -129,7 +156,7 @@ def run_search(data_dir, out_dir, space, strategy="random", trials=10, budget_it
 def _trial_config(params, budget_iters):
     """The trial's parameters, with the cosine schedule fitted to the budget and one eval at its end."""
     cfg = TrainConfig.from_flat(**{**params, "max_iters": budget_iters, "lr_decay_iters": budget_iters,
-                                   "warmup_iters": min(TrainConfig.warmup_iters, budget_iters // 10),
+                                   "warmup_iters": min(DEFAULT_WARMUP_ITERS, budget_iters // 10),
                                    "eval_interval": budget_iters, "progress": False})
     if "lr" in params and "min_lr" not in params:
         cfg.min_lr = cfg.lr / 10  # nanoGPT's ratio

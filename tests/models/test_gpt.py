@@ -97,7 +97,7 @@ def test_from_pretrained_untied_and_exact_gelu(tmp_path, tie, activation):
 def test_gradients_match_hf_in_float64(tmp_path):
     """Same weights, same batch, float64: the loss and every parameter's gradient agree with HF's
     (HF's Conv1D gradients transposed to our (out, in) Linear layout)."""
-    import torch
+    torch = pytest.importorskip("torch", reason="torch is the oracle here (the torch extra)")
     hf = _hf_model(seed=5).double()
     hf.save_pretrained(tmp_path, safe_serialization=True)
     ours = GPT.from_pretrained(str(tmp_path), dtype=np.float64)

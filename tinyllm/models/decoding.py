@@ -18,6 +18,7 @@ of one Hugging Face class (``NoRepeatNGramLogitsProcessor``, ``TemperatureLogits
 ``_sample`` and its vectorised ``_beam_search`` (transformers 5.x). Where HF was ambiguous or quirky
 we kept its behaviour and said so in a comment.
 """
+import os
 from contextlib import contextmanager
 
 import numpy as np
@@ -167,7 +168,7 @@ def eval_mode(model):
 def decode(step, reorder, input_ids, state=None, max_new_tokens=None, max_length=None, do_sample=False,
            temperature=1.0, top_k=None, top_p=None, num_beams=1, no_repeat_ngram_size=0, num_return_sequences=1,
            eos_token_id=None, pad_token_id=None, length_penalty=1.0, early_stopping=False, seed=None,
-           vocab_size=None, max_positions=None, name="generate"):
+           streamer=None, vocab_size=None, max_positions=None, name="generate"):
     """Continue ``input_ids`` (B, T) or (T,) through ``step``; returns int64 (B * num_return_sequences, T_out).
 
     Hugging Face ``generate`` semantics: greedy (default), sampling (``do_sample=True``: temperature,
@@ -185,6 +186,10 @@ def decode(step, reorder, input_ids, state=None, max_new_tokens=None, max_length
     sampling draws from a NumPy Generator (``seed``, else ``tinyllm.backend.rng()``), not torch's RNG.
     ``step`` runs under ``no_grad``; putting the model in eval mode is the caller's (``eval_mode``).
     Errors name ``name``; ``vocab_size`` checks the prompt's ids.
+
+    ``streamer`` (greedy and sampling only, as in HF): an object with ``put(ids)`` and ``end()``; it gets
+    the prompt (B, T) first, then each step's new tokens (B,) as they are chosen, then ``end()``, so a
+    caller can show text while it is generated (and keep it when generation is interrupted).
     """
     ids = token_ids(input_ids, name, vocab_size, what="input_ids", one_row=True).astype(np.int64)
     max_length = _resolve_length(ids.shape[1], max_new_tokens, max_length, max_positions, name)
@@ -193,12 +198,16 @@ def decode(step, reorder, input_ids, state=None, max_new_tokens=None, max_length
         pad_token_id = int(eos[0])  # HF: "Setting pad_token_id to eos_token_id"
     _check_args(name, do_sample, temperature, top_k, top_p, num_beams, no_repeat_ngram_size,
                 num_return_sequences, length_penalty, early_stopping)
+    if streamer is not None and num_beams > 1:
+        raise ValueError(f"{name}: streamer works with greedy decoding and sampling, not beam search "
+                         f"(num_beams={num_beams})")
+    _check_output_memory(ids.shape[0] * num_return_sequences * num_beams, max_length, name)
     rng = np.random.default_rng(seed) if seed is not None else backend.rng()
     with no_grad():
         if num_beams == 1:
             warp = (float(temperature), top_k, top_p, 1) if do_sample else None
             return _greedy_or_sample(step, reorder, ids, state, max_length, do_sample, warp, no_repeat_ngram_size,
-                                     num_return_sequences, eos, pad_token_id, rng)
+                                     num_return_sequences, eos, pad_token_id, rng, streamer)
         # HF keeps n_eos + 1 (at least 2) tokens in beam sampling's warpers
         keep = 1 + len(eos) if eos is not None else 2
         warp = (float(temperature), top_k, top_p, keep) if do_sample else None
@@ -230,6 +239,18 @@ def _resolve_length(T, max_new_tokens, max_length, max_positions, name):
             raise ValueError(f"{name}: max_length {max_length} needs {max_length - 1} positions but the model's "
                              f"block_size is {max_positions}; ask for at most {max_positions + 1 - T} new tokens")
     return max_length
+
+
+def _check_output_memory(rows, max_length, name):
+    """Refuse, before allocating, an output (rows, max_length) of int64 ids larger than physical memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    need = 8 * rows * max_length
+    if need > total:
+        raise ValueError(f"{name}: max_length {max_length:,} would need {need / 2**30:,.0f} GiB for the token ids "
+                         f"alone, more than this machine's {total / 2**30:,.0f} GiB; ask for fewer new tokens")
 
 
 def _eos_array(eos_token_id, name):
@@ -267,8 +288,11 @@ def _check_args(name, do_sample, temperature, top_k, top_p, num_beams, ngram, nr
             raise ValueError(f"{name}: top_p must be in (0, 1], got {top_p!r}")
 
 
-def _greedy_or_sample(step, reorder, ids, state, max_length, do_sample, warp, ngram, nrs, eos, pad, rng):
+def _greedy_or_sample(step, reorder, ids, state, max_length, do_sample, warp, ngram, nrs, eos, pad, rng,
+                      streamer=None):
     """HF's ``_sample``: one token per row per step; finished rows are padded with ``pad``."""
+    if streamer is not None:
+        streamer.put(ids)
     logits, state = step(ids, state)  # prefill once per distinct prompt
     logits = _host_scores(logits)
     if nrs > 1:  # HF repeat_interleaves the prompts: rows b*nrs .. b*nrs+nrs-1 share prompt b
@@ -291,9 +315,13 @@ def _greedy_or_sample(step, reorder, ids, state, max_length, do_sample, warp, ng
             nxt = np.where(unfinished, nxt, pad)
         out[:, cur] = nxt
         cur += 1
+        if streamer is not None:
+            streamer.put(nxt)
         if eos is not None:
             unfinished &= ~np.isin(nxt, eos)
         if cur >= max_length or not unfinished.any():
+            if streamer is not None:
+                streamer.end()
             return out[:, :cur]
         logits, state = step(nxt[:, None], state)
         logits = _host_scores(logits)

@@ -190,12 +190,16 @@ class GPT(nn.Module):
             cache.select_rows(rows)
         return caches
 
-    def generate(self, input_ids, crop_context=False, **kwargs):
+    def generate(self, input_ids, max_new_tokens=None, *, max_length=None, do_sample=False, temperature=1.0,
+                 top_k=None, top_p=None, num_beams=1, no_repeat_ngram_size=0, num_return_sequences=1,
+                 eos_token_id=None, pad_token_id=None, length_penalty=1.0, early_stopping=False, seed=None,
+                 streamer=None, crop_context=False):
         """Continue ``input_ids`` (B, T) on the KV cache; returns int64 (B * num_return_sequences, T_out).
 
         Hugging Face ``generate``'s options and semantics for a decoder-only model, token for token
         (greedy, sampling, beam search; see ``decoding.decode``). The model is fed at most block_size
         positions. The model runs in eval mode and its train/eval flags are restored afterwards.
+        ``streamer`` gets the tokens as they are chosen (``put``/``end``, as HF's streamers).
 
         ``crop_context=True`` (greedy and sampling only) lifts the block_size limit the way nanoGPT's
         ``sample.py`` does: once the sequence is longer than block_size, each next token is predicted
@@ -204,14 +208,19 @@ class GPT(nn.Module):
         """
         step, reorder, max_positions = self.decode_step, self.reorder_state, self.config.block_size
         if crop_context:
-            if kwargs.get("num_beams", 1) != 1:
+            if num_beams != 1:
                 raise ValueError("generate: crop_context (a sliding window past block_size) supports greedy and "
                                  "sampling only, not beam search")
             step, reorder, max_positions = self._window_step, self._reorder_window, None
         state = (self.new_caches(), None) if crop_context else self.new_caches()
         with eval_mode(self):
-            return decode(step, reorder, input_ids, state, vocab_size=self.config.vocab_size,
-                          max_positions=max_positions, **kwargs)
+            return decode(step, reorder, input_ids, state, max_new_tokens=max_new_tokens, max_length=max_length,
+                          do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                          num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
+                          num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
+                          pad_token_id=pad_token_id, length_penalty=length_penalty, early_stopping=early_stopping,
+                          seed=seed, streamer=streamer, vocab_size=self.config.vocab_size,
+                          max_positions=max_positions)
 
     def _window_step(self, ids, state):
         """``decode_step`` on the last block_size tokens: once the caches are full, they are rebuilt from

@@ -98,10 +98,18 @@ class LSTMLM(nn.Module):
         h, c = state
         return h[:, rows], c[:, rows]
 
-    def generate(self, input_ids, max_new_tokens=None, **kwargs):
+    def generate(self, input_ids, max_new_tokens=None, *, max_length=None, do_sample=False, temperature=1.0,
+                 top_k=None, top_p=None, num_beams=1, no_repeat_ngram_size=0, num_return_sequences=1,
+                 eos_token_id=None, pad_token_id=None, length_penalty=1.0, early_stopping=False, seed=None,
+                 streamer=None):
         """The prompt plus new tokens: int64 (B * num_return_sequences, T_out), with ``tinyllm.generate``'s
         options (greedy, sampling, beam search). The prompt is read once, then one token per step on the
         carried (h, c): no length limit."""
         with eval_mode(self):
             return decode(self.decode_step, self.reorder_state, input_ids, None, max_new_tokens=max_new_tokens,
-                          vocab_size=self.config.vocab_size, name="LSTMLM.generate", **kwargs)
+                          max_length=max_length, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                          top_p=top_p, num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
+                          num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
+                          pad_token_id=pad_token_id, length_penalty=length_penalty, early_stopping=early_stopping,
+                          streamer=streamer, seed=seed,
+                          vocab_size=self.config.vocab_size, name="LSTMLM.generate")

@@ -221,7 +221,10 @@ class TextVAE(nn.Module):
                 else np.zeros((steps, 0), dtype=np.int64)
             return np.concatenate([np.full((steps, 1), a[0, 0], dtype=np.int64), rest], axis=1)
 
-    def generate(self, input_ids, max_new_tokens=None, seed=None, **kwargs):
+    def generate(self, input_ids, max_new_tokens=None, *, max_length=None, do_sample=False, temperature=1.0,
+                 top_k=None, top_p=None, num_beams=1, no_repeat_ngram_size=0, num_return_sequences=1,
+                 eos_token_id=None, pad_token_id=None, length_penalty=1.0, early_stopping=False, seed=None,
+                 streamer=None):
         """Continue the prompt from one z ~ N(0, I) per row (seeded): int64 (B * num_return_sequences, T_out),
         with ``tinyllm.generate``'s options (greedy, sampling, beam search)."""
         ids = token_ids(input_ids, "TextVAE.generate", self.config.vocab_size, what="input_ids", one_row=True)
@@ -229,5 +232,10 @@ class TextVAE(nn.Module):
         z = Tensor(rng.standard_normal((ids.shape[0], self.config.latent_size)).astype(self.lm_head.weight.dtype))
         with eval_mode(self):
             return decode(self.decode_step, self.reorder_state, ids, (z, None), max_new_tokens=max_new_tokens,
+                          max_length=max_length, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                          top_p=top_p, num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
+                          num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
+                          pad_token_id=pad_token_id, length_penalty=length_penalty, early_stopping=early_stopping,
+                          streamer=streamer,
                           seed=None if seed is None else seed + 1, vocab_size=self.config.vocab_size,
-                          name="TextVAE.generate", **kwargs)
+                          name="TextVAE.generate")
