@@ -62,10 +62,10 @@ def _bad_invocations(w):
         (tr + ["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
         (on_run + ["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
         (on_run + ["--batch-size", "0", "--overwrite"], "--batch-size must be a positive integer, got 0"),
-        (tr + ["--batch-size", str(10 ** 12)], "GiB"),
+        (tr + ["--batch-size", str(10 ** 12)], "--batch-size 1000000000000 needs at least"),
         (tr + ["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
         (tr + ["--block-size", "100000"], "--block-size must be below the"),
-        (tr + ["--n-embd", str(10 ** 9)], "GiB"),
+        (tr + ["--n-embd", str(10 ** 9)], "--n-embd 1000000000 needs at least"),
         (tr + ["--n-head", "3"], "divisible by n_head"),
         (tr + ["--n-layer", "0"], "--n-layer must be a positive integer, got 0"),
         (tr + ["--lr", "nan"], "--lr must be a finite number, got nan"),
@@ -113,6 +113,10 @@ def _bad_invocations(w):
          "--vocab-size must be at least 256"),
         (["prepare", "translation", "--out", new, "--pairs", "0"], "--pairs must be a positive integer, got 0"),
         (["prepare", "poetry"], "argument source: invalid choice: 'poetry'"),
+        (["prepare", "text", os.path.join(t, "corpus.txt"), "--out", d], "already holds data prepared from"),
+        (["prepare", "shakespeare", "--out", d], "already holds data prepared from"),
+        (["prepare", "text", os.path.join(t, "corpus.txt"), "--out", run], "already holds files"),
+        (["prepare", "text", os.path.join(t, "corpus.txt"), "--out", os.path.join(t, "a_file")], "is a file"),
         # eval, quantize, merge, plot, search, demo
         (["eval", "--run", run, "--max-batches", "0"], "--max-batches must be a positive integer, got 0"),
         (["eval", "--run", os.path.join(t, "nowhere")], "has no 'best' checkpoint"),
@@ -298,3 +302,23 @@ def test_a_short_run_fits_its_schedule_and_the_recipe_keeps_its_own():
     assert (short.warmup_iters, short.lr_decay_iters) == (5, 50)
     assert train.learning_rate(50, short) == short.min_lr and train.learning_rate(5, short) == short.lr
     assert TrainConfig.from_flat(max_iters=50, lr_decay_iters=30, warmup_iters=0).lr_decay_iters == 30
+
+
+def test_prepare_refuses_other_data_unless_overwrite_and_skips_the_same_shakespeare(world, tmp_path, capsys):
+    out = str(tmp_path / "data")
+    corpus = os.path.join(world["tmp"], "corpus.txt")
+    assert main(["prepare", "text", corpus, "--out", out]) == 0
+    (tmp_path / "other.txt").write_text(TEXT[::-1])
+    capsys.readouterr()
+    assert main(["prepare", "text", str(tmp_path / "other.txt"), "--out", out, "--overwrite"]) == 0
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    assert meta["source"] == str(tmp_path / "other.txt")
+    # the set-up command can be re-run: the same Shakespeare data is a no-op (and needs no network)
+    meta.update(source=data.SHAKESPEARE_SPEC, tokenizer="char")
+    (tmp_path / "data" / "meta.json").write_text(json.dumps(meta))
+    before = _tree_hash(out)
+    capsys.readouterr()
+    assert main(["prepare", "shakespeare", "--out", out]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert _tree_hash(out) == before
+    assert main(["prepare", "shakespeare", "--out", out, "--tokenizer", "bpe"]) == 2

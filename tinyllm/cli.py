@@ -127,6 +127,8 @@ def _prepare(args):
         _check(args.vocab_size >= 256, "--vocab-size", "at least 256 (the byte tokens)", args.vocab_size)
     if args.tokenizer_from is not None and not os.path.isfile(os.path.join(args.tokenizer_from, "tokenizer.json")):
         raise CommandError(f"--tokenizer-from: {args.tokenizer_from} has no tokenizer.json to reuse")
+    if _already_prepared(args):
+        return 0
     if args.source in ("translation", "parallel"):
         from . import translation
         if args.source == "translation":
@@ -155,6 +157,33 @@ def _prepare(args):
     print(f"wrote {args.out}: {meta['characters']:,} characters, vocabulary {meta['vocab_size']}, "
           f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens")
     return 0
+
+
+def _already_prepared(args):
+    """Refuse to write over prepared data unless --overwrite; re-preparing Shakespeare with the same
+    tokenizer is a no-op (the result would be byte-identical), so the set-up command can be re-run."""
+    import json
+    out = args.out
+    if os.path.isfile(out):
+        raise CommandError(f"--out: {out} is a file, not a data directory")
+    if args.overwrite or not os.path.isdir(out) or not os.listdir(out):
+        return False
+    meta = {}
+    try:
+        with open(os.path.join(out, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        pass
+    from .data import SHAKESPEARE_SPEC
+    same = (args.source == "shakespeare" and meta.get("source") == SHAKESPEARE_SPEC
+            and meta.get("tokenizer") == args.tokenizer
+            and (args.vocab_size is None or meta.get("vocab_size") == args.vocab_size))
+    if same:
+        print(f"{out} already holds this data ({SHAKESPEARE_SPEC}, {args.tokenizer} tokens): nothing to do")
+        return True
+    what = f"data prepared from {meta['source']}" if meta.get("source") else "files"
+    raise CommandError(f"--out: {out} already holds {what}; choose another --out, or pass --overwrite to "
+                       "replace it")
 
 
 def _read_text(path):
@@ -406,6 +435,8 @@ def build_parser():
     p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size, at least 256 (default: 512)")
     p.add_argument("--tokenizer-from", default=None, help="prepare text: reuse DIR/tokenizer.json (a data or run "
                    "directory), so a model trained there can be fine-tuned on this text")
+    p.add_argument("--overwrite", action="store_true", help="write over data already prepared in --out (without "
+                   "it, other data there is refused)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model on a prepared data directory (defaults: nanoGPT's CPU recipe)")

@@ -236,8 +236,15 @@ def _check_memory(cfg, vocab_size):
     activations = tokens * vocab_size + tokens * width * layers  # the logits + one (B, T, C) per layer
     if "n_head" in {f.name for f in fields(m)}:
         activations += cfg.batch_size * m.n_head * cfg.block_size ** 2 * layers  # attention weights
-    need = itemsize * (4 * params + 2 * activations)  # params, grads, AdamW's two moments; values and grads
+    weights, step = itemsize * 4 * params, itemsize * 2 * activations  # params, grads, AdamW's moments
+    need = weights + step
     if need > total:
-        raise ConfigError("batch_size", f"{cfg.batch_size} with block_size {cfg.block_size} and this model needs "
-                                        f"at least {need / 2**30:,.0f} GiB, but this machine has "
-                                        f"{total / 2**30:,.0f} GiB: make the batch, block or model smaller")
+        gib = lambda n: f"{n / 2**30:,.0f} GiB"  # noqa: E731
+        sizes = f"the model's weights and optimizer state {gib(weights)}, one step's activations {gib(step)}"
+        if weights >= step:  # name the setting that makes the model too big
+            name = next(n for n in ("n_embd", "hidden_size", "hidden", "n_layer", "num_layers") if hasattr(m, n))
+            field, value = name, getattr(m, name)
+        else:
+            field, value = "batch_size", cfg.batch_size
+        raise ConfigError(field, f"{value} needs at least {gib(need)} ({sizes}), but this machine has "
+                                 f"{gib(total)}: make the batch, block or model smaller")
