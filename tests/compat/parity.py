@@ -79,3 +79,20 @@ def assert_same_grads(tl_model, torch_model):
         assert (p.grad is None) == (theirs[n].grad is None), f"grad of {n}: only one library has it"
         if p.grad is not None:
             assert_close(p.grad, theirs[n].grad, f"grad of {n}")
+
+
+def assert_same_training_steps(ours, theirs, our_opt, their_opt, batches, forward, steps=3):
+    """``steps`` optimizer steps on both models, the same batches (``batches(seed)`` -> idx, targets,
+    ``forward(ours, theirs, idx, targets)`` -> the two (logits, loss) pairs): the loss before each
+    step and every parameter after it agree."""
+    for step in range(steps):
+        idx, targets = batches(seed=step)
+        (_, our_loss), (_, their_loss) = forward(ours, theirs, idx, targets)
+        assert_close(our_loss, their_loss, f"loss before step {step}")
+        our_loss.backward()
+        their_loss.backward()
+        our_opt.step()
+        their_opt.step()
+        our_opt.zero_grad(set_to_none=True)
+        their_opt.zero_grad(set_to_none=True)
+        assert_same_parameters(ours, theirs, f"after step {step}:")

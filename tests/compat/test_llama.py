@@ -11,7 +11,7 @@ import tinyllm as tl
 torch = pytest.importorskip("torch")
 
 import model_files  # noqa: E402  (tests/compat is on sys.path under pytest)
-from parity import (assert_close, assert_same_grads, assert_same_parameters, assert_same_state,  # noqa: E402
+from parity import (assert_close, assert_same_grads, assert_same_state, assert_same_training_steps,  # noqa: E402
                     assert_same_structure, float64, transfer)
 
 pytestmark = pytest.mark.torch
@@ -73,17 +73,7 @@ def test_three_adamw_steps(models):
     ours, theirs = models
     our_opt = tl.optim.AdamW(ours.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
     their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
-    for step in range(3):
-        idx, targets = batch(seed=step)
-        (_, our_loss), (_, their_loss) = both(ours, theirs, idx, targets)
-        assert_close(our_loss, their_loss, f"loss before step {step}")
-        our_loss.backward()
-        their_loss.backward()
-        our_opt.step()
-        their_opt.step()
-        our_opt.zero_grad()
-        their_opt.zero_grad()
-        assert_same_parameters(ours, theirs, f"after step {step}:")
+    assert_same_training_steps(ours, theirs, our_opt, their_opt, batch, both)
 
 
 def test_generate(models):

@@ -12,7 +12,7 @@ import tinyllm as tl
 torch = pytest.importorskip("torch")
 
 import model_files  # noqa: E402  (tests/compat is on sys.path under pytest)
-from parity import (assert_close, assert_same_grads, assert_same_parameters, assert_same_state,  # noqa: E402
+from parity import (assert_close, assert_same_grads, assert_same_state, assert_same_training_steps,  # noqa: E402
                     assert_same_structure, float64, printed, transfer)
 
 pytestmark = pytest.mark.torch
@@ -108,17 +108,7 @@ def test_three_adamw_steps(files, bias):
     their_opt, their_print = printed(theirs.configure_optimizers, **args)
     assert our_print == their_print  # decayed / non-decayed counts, fused: False
     assert [g["weight_decay"] for g in our_opt.param_groups] == [g["weight_decay"] for g in their_opt.param_groups]
-    for step in range(3):
-        idx, targets = batch(seed=step)
-        (_, our_loss), (_, their_loss) = both(ours, theirs, idx, targets)
-        assert_close(our_loss, their_loss, f"loss before step {step}")
-        our_loss.backward()
-        their_loss.backward()
-        our_opt.step()
-        their_opt.step()
-        our_opt.zero_grad(set_to_none=True)
-        their_opt.zero_grad(set_to_none=True)
-        assert_same_parameters(ours, theirs, f"after step {step}:")
+    assert_same_training_steps(ours, theirs, our_opt, their_opt, batch, both)
 
 
 def test_crop_block_size(files, flash):
