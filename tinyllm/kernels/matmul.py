@@ -4,16 +4,22 @@
     matmul_tn(a, b)  = a^T @ b     (K, M)^T x (K, N): the weight gradient dW = dy^T x
 
 The NumPy twin is the plain product (``a.dot(b)``). The numba version leaves the arithmetic to BLAS too
-(numba's ``np.dot`` calls scipy's OpenBLAS, set to one thread) and only decides who does which part:
-each thread multiplies one block of a's rows; for ``matmul_tn`` each thread takes one block of the K rows
-that are summed over and the partial products are added at the end (a block of dW's rows would be a
-strided slice of dy, which BLAS would have to copy). The first thread's part goes straight into the
-output, so only the others need a buffer to be added in. Small products, other dtypes, and every case
-outside the one-pool setup take the NumPy twin (outside it numpy's own threaded BLAS is the better
-choice at every size).
+(numba's BLAS gateway calls scipy's OpenBLAS, set to one thread) and only decides who does which part,
+by shape. For ``matmul`` each thread takes a block of the larger operand: a's rows when a has at least
+as many rows as the output has columns, else a block of the weight's columns (a wide layer, the
+lm_head), written in place into the output's columns. For ``matmul_tn`` a small dW (at most
+``MAX_TN_PARTIAL`` elements, every product of the training recipe) splits the K rows that are summed
+over and adds the partial products at the end (the first thread's part goes straight into the output,
+so only the others need a buffer); a larger dW is split by its rows or columns, whichever is longer,
+so that no thread fills a dW-sized buffer. Small products, other dtypes, and every case outside the
+one-pool setup take the NumPy twin (outside it numpy's own threaded BLAS is the better choice at every
+size).
 """
 import numpy as np
 from numba import njit, prange
+from numba.core.extending import overload
+from numba.np.linalg import _BLAS  # numba's own BLAS gateway (what its np.dot calls)
+from numba.np.numpy_support import as_dtype
 
 from . import pool
 from .dispatch import Kernel
@@ -21,6 +27,9 @@ from .dispatch import Kernel
 MIN_ROWS_PER_THREAD = 32  # fewer rows (a decode step's one token, a short prompt) go to numpy's BLAS,
 # which splits the weight between its threads; a block of rows each would have every thread read all
 # of the weight.
+MAX_TN_PARTIAL = 2 ** 16  # dW = a^T b of at most this many elements sums per-thread partial products over
+# K (a buffer that stays in cache); a larger dW is split by its rows or columns, which needs no buffer
+# and leaves each element's sum over K to one BLAS call.
 
 
 # -------------------------------------------------------------------------- NumPy reference twin
@@ -39,6 +48,65 @@ def matmul_tn_numpy(a, b):
 def _dot_into(a, b, out):
     # np.dot inside a parallel loop body would make numba refuse to cache the whole driver
     np.dot(a, b, out)
+
+
+def _gemm(a, b, c):
+    """c[:] = a @ b for 2-d arrays whose rows or columns lie apart (a block of columns of a larger
+    array, a transposed view): the NumPy meaning of the numba version below."""
+    c[...] = a @ b
+
+
+@overload(_gemm)
+def _gemm_numba(a, b, c):
+    # one BLAS gemm with a leading dimension per operand, where numba's np.dot would copy a strided
+    # operand and refuse a strided output. a and b may each be row- or column-major, c is row-major
+    gemm = _BLAS().numba_xxgemm(c.dtype)
+    dt = as_dtype(c.dtype)
+    kind = ord("s" if dt == np.float32 else "d")
+    alpha, beta = np.ones(1, dt), np.zeros(1, dt)  # constants of the compiled code
+
+    def impl(a, b, c):
+        m, n = c.shape
+        k = a.shape[1]
+        size = c.itemsize
+        # BLAS is column-major: the row-major c = a b is, read column-major, c^T = b^T a^T. A row-major
+        # operand read column-major is its transpose already ('n'); a column-major one needs 't'
+        if b.strides[1] == size:
+            tb, ldb = ord("n"), max(b.strides[0] // size, n, 1)
+        else:
+            tb, ldb = ord("t"), max(b.strides[1] // size, k, 1)
+        if a.strides[1] == size:
+            ta, lda = ord("n"), max(a.strides[0] // size, k, 1)
+        else:
+            ta, lda = ord("t"), max(a.strides[1] // size, m, 1)
+        ldc = max(c.strides[0] // size, n, 1)
+        gemm(kind, tb, ta, n, m, k, alpha.ctypes, b.ctypes, ldb, a.ctypes, lda, beta.ctypes, c.ctypes, ldc)
+    return impl
+
+
+@njit(cache=True)
+def _gemm_into(a, b, out):
+    _gemm(a, b, out)
+
+
+@njit(parallel=True, cache=True)
+def _matmul_cols(a, b, out, n):
+    # a (M, K), b (K, N) row- or column-major, out (M, N) C-contiguous: n blocks of out's columns, one a
+    # thread, each out[:, block] = a @ b[:, block] written in place: every thread reads all of a and
+    # its own part of b (the weight, which is the larger operand when N is large)
+    N = b.shape[1]
+    for p in prange(n):
+        lo, hi = p * N // n, (p + 1) * N // n
+        _gemm_into(a, b[:, lo:hi], out[:, lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _matmul_row_blocks(a, b, out, n):
+    # as _matmul_rows, for an a whose rows lie apart (a transposed view: dW's rows are dy's columns)
+    M = a.shape[0]
+    for p in prange(n):
+        lo, hi = p * M // n, (p + 1) * M // n
+        _gemm_into(a[lo:hi], b, out[lo:hi])
 
 
 @njit(parallel=True, cache=True)
@@ -84,17 +152,27 @@ def matmul_numba(a, b):
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    _matmul_rows(a, b, out, min(a.shape[0], pool.threads()))
+    n = pool.threads()
+    if a.shape[0] >= b.shape[1] or b.shape[1] < n:  # split the larger operand: a's rows...
+        _matmul_rows(a, b, out, min(a.shape[0], n))
+    else:  # ... or the weight's columns (a wide layer, the lm_head), so no thread reads all of it
+        _matmul_cols(a, b, out, n)
     return out
 
 
 def matmul_tn_numba(a, b):
     _check("matmul_tn", a.shape, b.shape, a.shape[0], b.shape[0])
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    M, N = a.shape[1], b.shape[1]
+    out = np.empty((M, N), a.dtype)
     n = max(1, min(a.shape[0], pool.threads()))
-    parts = np.empty((n - 1, a.shape[1], b.shape[1]), a.dtype)
-    out = np.empty((a.shape[1], b.shape[1]), a.dtype)
-    _matmul_tn_split(a, b, parts, out)
+    if M * N <= MAX_TN_PARTIAL or max(M, N) < n:
+        parts = np.empty((n - 1, M, N), a.dtype)
+        _matmul_tn_split(a, b, parts, out)
+    elif M >= N:  # a block of dW's rows a thread: a^T's rows are columns of a, read with a stride
+        _matmul_row_blocks(a.T, b, out, n)
+    else:  # a block of dW's columns a thread
+        _matmul_cols(a.T, b, out, n)
     return out
 
 
