@@ -100,7 +100,7 @@ def runner(monkeypatch):
 
 def test_sections_are_the_runners_options():
     from benchmarks import sections
-    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start")
+    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start", "scale")
     with pytest.raises(SystemExit):
         R.main(["--only", "no_such_section"])
 
@@ -246,3 +246,22 @@ def test_profile_step_floor_times_each_kernel():
     for name in ("kernels alone", "165 kernel calls", "matmul.matmul_tn", "attention.attention_backward",
                  "adam.adam_step"):
         assert name in res.stdout, f"{name!r} missing from:\n{res.stdout}"
+
+
+def test_scale_floor_shapes_are_the_steps_linear_products():
+    from benchmarks.sections import scale
+    shapes = scale.step_matmul_shapes(4, 128, 768, 84)
+    assert len(shapes) == 15 and sum(c for _, c in shapes) == 3 * (4 * 4 + 1)
+    assert (("dW", (84, 768), (768, 128)), 1) in shapes and (("fwd", (768, 512), (512, 128)), 4) in shapes
+    flops = sum(2 * m * k * n * c for (_, (m, k), (_, n)), c in shapes)
+    assert flops == 3 * 2 * 768 * 128 * (4 * (3 + 1 + 4 + 4) * 128 + 84)
+
+
+@pytest.mark.torch
+def test_scale_section_smoke(tmp_path, torch, runner):
+    data = _smoke(runner, tmp_path, ["scale"])
+    from benchmarks.sections import scale
+    assert [r["name"] for r in data["rows"]] == [s[0] for s in scale.SIZES[:scale.QUICK_SIZES]]
+    for r in data["rows"]:
+        assert r["floor_ms"] > 0 and r["step_vs_floor"] > 0 and r["numba_tok_s"] > 0 and r["torch_tok_s"] > 0
+        assert r["first_step_loss_diff"] <= 1e-5
