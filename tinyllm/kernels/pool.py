@@ -73,13 +73,14 @@ class Guard:
     driver's times feed an exponential average (``alpha``), each sample capped at ``clip`` times the
     other's estimate so that one stall does not outweigh many calls. A probe's time replaces its
     driver's estimate: one good call on a machine that has gone quiet switches back at once. A probe
-    that loses doubles the wait before the next (up to ``max_reprobe_s``), one that wins resets it.
+    that loses doubles the wait before the next (up to ``max_reprobe_s``); a switch resets it, so a
+    switch on one hiccup is undone ``reprobe_s`` later.
 
     Deterministic given its clock and the times it is told: ``choose(key)`` and ``observe(key,
     parallel, seconds)``.
     """
 
-    def __init__(self, clock=time.perf_counter, alpha=0.25, clip=4.0, reprobe_s=0.5, max_reprobe_s=8.0):
+    def __init__(self, clock=time.perf_counter, alpha=0.25, clip=2.0, reprobe_s=0.5, max_reprobe_s=8.0):
         self.clock, self.alpha, self.clip = clock, alpha, clip
         self.reprobe_s, self.max_reprobe_s = reprobe_s, max_reprobe_s
         self.enabled = True
@@ -125,8 +126,10 @@ class Guard:
                 s.interval = self.reprobe_s if won else min(2 * s.interval, self.max_reprobe_s)
                 s.next_probe = self.clock() + s.interval
             return
-        est = s.est[parallel]
+        before, est = s.preferred(), s.est[parallel]
         s.est[parallel] = seconds if est is None else est + self.alpha * (seconds - est)
+        if s.preferred() != before:  # a switch on the average: check it again soon, it may be a hiccup
+            s.interval, s.next_probe = self.reprobe_s, self.clock() + self.reprobe_s
 
     def choices(self):
         """{key: 'parallel' or 'serial'}: what each size class runs now (for reports)."""
