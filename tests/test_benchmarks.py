@@ -100,7 +100,8 @@ def runner(monkeypatch):
 
 def test_sections_are_the_runners_options():
     from benchmarks import sections
-    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start", "scale")
+    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start", "scale",
+                                 "busy")
     with pytest.raises(SystemExit):
         R.main(["--only", "no_such_section"])
 
@@ -163,6 +164,36 @@ def test_generate_section_smoke(tmp_path, torch, runner):
     (row,) = json.load(open(tmp_path / js))["rows"]
     assert row["name"] == "recipe, 50 new tokens" and row["numba_tok_s"] > 0 and row["torch_tok_s"] > 0
     assert row["same_tokens_numba_vs_hf"] == 1.0
+
+
+@pytest.mark.torch
+def test_busy_section_smoke(tmp_path, torch, runner, monkeypatch):
+    from benchmarks.sections import busy
+    monkeypatch.setattr(busy, "QUICK_SAMPLE_TOKENS", 3)  # the rows' shape, not the window past the block
+    spawned = []
+    popen = busy.subprocess.Popen
+    monkeypatch.setattr(busy.subprocess, "Popen", lambda *a, **k: spawned.append(popen(*a, **k)) or spawned[-1])
+    assert runner(["--quick", "--only", "busy", "--reps", "1", "--out", str(tmp_path)]) == 0
+    (js,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
+    data = json.load(open(tmp_path / js))
+    assert data["errors"] == {}
+    assert [(r["name"], r["load"]) for r in data["rows"]] == [
+        ("recipe training step, idle", "idle"), ("sampling 3 tokens (recipe model, window 64), idle", "idle"),
+        ("recipe training step, busy", "busy"), ("sampling 3 tokens (recipe model, window 64), busy", "busy")]
+    for r in data["rows"]:
+        assert r["one_thread_ms"] > 0 and r["numba_vs_one_thread"] > 0
+    assert data["rows"][0]["one_thread_vs_torch"] > 0 and data["rows"][0]["numba_vs_torch"] > 0
+    assert len(spawned) == 1 and spawned[0].poll() is not None  # the competitor ran, and was killed
+    assert "Same tokens with and without threads: True" in " ".join(data["notes"]["busy"])
+
+
+def test_one_thread_is_undone_after_the_turn():
+    import numba
+    from benchmarks.sections import busy
+    before = numba.get_num_threads()
+    with busy.one_thread():
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
 
 
 @pytest.mark.torch

@@ -16,8 +16,12 @@ this holds, else the NumPy twin:
 
 Both versions compute the same function, so the choice changes speed, never meaning; tests tie each
 numba version to its twin.
+
+Each call also tells ``pool.GUARD`` how long it took when the guard chose its driver (parallel or
+serial, see ``pool.py``), so a kernel whose parallel driver stalls on a busy machine runs serially.
 """
 import sys
+from time import perf_counter
 
 import numpy as np
 
@@ -54,7 +58,14 @@ class Kernel:
         return self._takes_numba(args, kwargs)
 
     def __call__(self, *args, **kwargs):
-        return self._functions[self._numba if self._takes_numba(args, kwargs) else self._numpy](*args, **kwargs)
+        pool._calling, pool._asked = self.name, None
+        t = perf_counter()
+        numba = self._takes_numba(args, kwargs)
+        out = self._functions[self._numba if numba else self._numpy](*args, **kwargs)
+        # the guard chose the driver: tell it the time (unless its parallel choice was overruled)
+        if pool._asked is not None and (numba or not pool._asked[1]):
+            pool.report(perf_counter() - t)
+        return out
 
     def _takes_numba(self, args, kwargs):
         first = args[self._first]

@@ -9,9 +9,17 @@ to one thread.
 numpy's own BLAS keeps its threads for everything else a user does with numpy.
 
 ``active()`` is True once ``tinyllm.backend.tune_for_training()`` has set that up.
+
+A parallel region ends when its slowest thread does, so when another process holds a core, every
+region waits for the descheduled thread to run again: milliseconds, against microseconds of work for a
+decode step's kernels. Two defences, both here: the sizes in ``PARALLEL_MIN`` keep a decode step's
+work (one token, or a block-sized window of a small model) out of the pool altogether, and ``GUARD``
+times each entry point's calls both ways at each size (``dispatch`` reports the times) and runs the
+serial driver while it is the faster. The guard only switches rows whose two drivers give the same
+bits (``GUARDED``), so a busy machine changes the speed of a run, never its numbers.
 """
 import math
-
+import time
 
 from .. import backend
 
@@ -24,11 +32,15 @@ PARALLEL_MIN = {
     "layernorm": (2 ** 14, 2 ** 20),
     "softmax": (2 ** 15, 2 ** 21),
     "cross_entropy": (2 ** 15, 2 ** 21),  # N * C
-    "gelu": (2 ** 15, 2 ** 21),
+    "gelu": (2 ** 17, 2 ** 21),  # a decode window of the recipe model (64 x 512) stays serial
     "elementwise": (2 ** 15, math.inf),
-    "attention": (2 ** 20, 2 ** 27),  # flops, ~4 B H L S D a pass
+    "attention": (2 ** 22, 2 ** 27),  # flops, ~4 B H L S D a pass; a decode window (2^21) stays serial
     "matmul": (2 ** 21, math.inf),  # flops, 2 M K N; below it one BLAS call on the calling thread wins
 }
+# The rows whose parallel and serial drivers give the same bits (the same blocks, each computed the
+# same way), which the guard may therefore switch. Not matmul: its other path is numpy's BLAS, whose
+# sums may round differently from the split's (and which is threaded too).
+GUARDED = frozenset({"adam", "layernorm", "softmax", "cross_entropy", "gelu", "elementwise", "attention"})
 
 
 def parallel(kernel, work):
@@ -37,7 +49,117 @@ def parallel(kernel, work):
     in_pool, shared = PARALLEL_MIN[kernel]
     if work < in_pool and work < shared:  # too small either way: the common case, answered cheaply
         return False
-    return work >= (in_pool if active() else shared) and threads() > 1
+    if not (work >= (in_pool if active() else shared) and threads() > 1):
+        return False
+    if kernel not in GUARDED or not GUARD.enabled:
+        return True
+    global _asked
+    key = (_calling, kernel, int(work).bit_length())
+    _asked = (key, GUARD.choose(key))
+    return _asked[1]
+
+
+_calling = None  # the entry point dispatch is running (set by dispatch.Kernel.__call__)
+_asked = None  # (key, parallel?) of the guard's last answer, for dispatch to report the call's time
+
+
+class Guard:
+    """Runs each (entry point, kernel row, size class) parallel or serially, whichever its recent calls
+    say is faster. Sizes are classed by powers of two of the work.
+
+    A new size class starts parallel (the table's choice). Once a parallel call has been timed (the
+    first call of each driver is a warm-up and is not counted), the serial driver gets a turn every
+    ``reprobe_s`` seconds, and from then on the slower of the two does: it is the probe. The preferred
+    driver's times feed an exponential average (``alpha``), each sample capped at ``clip`` times the
+    other's estimate so that one stall does not outweigh many calls. A probe's time replaces its
+    driver's estimate: one good call on a machine that has gone quiet switches back at once. A probe
+    that loses doubles the wait before the next (up to ``max_reprobe_s``); a switch resets it, so a
+    switch on one hiccup is undone ``reprobe_s`` later.
+
+    Deterministic given its clock and the times it is told: ``choose(key)`` and ``observe(key,
+    parallel, seconds)``.
+    """
+
+    def __init__(self, clock=time.perf_counter, alpha=0.25, clip=2.0, reprobe_s=0.5, max_reprobe_s=8.0):
+        self.clock, self.alpha, self.clip = clock, alpha, clip
+        self.reprobe_s, self.max_reprobe_s = reprobe_s, max_reprobe_s
+        self.enabled = True
+        self.stats = {}
+
+    def reset(self):
+        self.stats.clear()
+
+    def choose(self, key):
+        s = self.stats.get(key)
+        if s is None:
+            s = self.stats[key] = _Stats(self.clock() + self.reprobe_s, self.reprobe_s)
+        if s.est[True] is None:  # parallel first, until one call of it has been timed
+            return True
+        preferred = s.preferred()
+        if s.est[not preferred] is None and s.seen[not preferred]:  # its warm-up ran: time it now
+            s.probing = not preferred
+            return not preferred
+        if self.clock() >= s.next_probe:
+            s.probing = not preferred
+            s.next_probe = self.clock() + s.interval  # also if its time is never reported
+            return not preferred
+        return preferred
+
+    def observe(self, key, parallel, seconds):
+        s = self.stats.get(key)
+        if s is None:
+            return
+        if not s.seen[parallel]:  # the first call of a driver: compilation, cache loads, thread start
+            s.seen[parallel] = True
+            if s.probing is parallel:
+                s.probing = None
+            return
+        other = s.est[not parallel]
+        if other is not None:
+            seconds = min(seconds, self.clip * other)
+        if s.probing is parallel:  # a probe: its time stands for its driver now
+            s.probing = None
+            before = s.preferred()
+            s.est[parallel] = seconds
+            if s.est[not parallel] is not None:
+                won = s.preferred() != before
+                s.interval = self.reprobe_s if won else min(2 * s.interval, self.max_reprobe_s)
+                s.next_probe = self.clock() + s.interval
+            return
+        before, est = s.preferred(), s.est[parallel]
+        s.est[parallel] = seconds if est is None else est + self.alpha * (seconds - est)
+        if s.preferred() != before:  # a switch on the average: check it again soon, it may be a hiccup
+            s.interval, s.next_probe = self.reprobe_s, self.clock() + self.reprobe_s
+
+    def choices(self):
+        """{key: 'parallel' or 'serial'}: what each size class runs now (for reports)."""
+        return {k: "parallel" if s.preferred() else "serial" for k, s in self.stats.items()}
+
+
+class _Stats:
+    __slots__ = ("est", "seen", "probing", "next_probe", "interval")
+
+    def __init__(self, next_probe, interval):
+        self.est = {True: None, False: None}  # seconds a call, parallel and serial
+        self.seen = {True: False, False: False}
+        self.probing = None  # the driver whose turn is a probe, if one is out
+        self.next_probe, self.interval = next_probe, interval
+
+    def preferred(self):
+        par, ser = self.est[True], self.est[False]
+        return par is not None and (ser is None or par <= ser)
+
+
+GUARD = Guard()
+
+
+def report(seconds):
+    """dispatch's report: the call it just ran, if the guard chose its driver, took ``seconds``."""
+    global _asked
+    if _asked is not None:
+        key, parallel = _asked
+        _asked = None
+        GUARD.observe(key, parallel, seconds)
 
 
 def threads():
