@@ -99,3 +99,44 @@ def test_wide_products_split_the_weight(monkeypatch):
     MM.matmul_tn_numba(g, x)
     MM.matmul_tn_numba(x, g)
     assert calls == ["_matmul_cols", "_matmul_row_blocks", "_matmul_cols"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", SHAPES + [(64, 128, 384), (300, 40, 700)])
+def test_the_serial_drivers_give_the_parallel_drivers_bits(threads, M, K, N, dtype):
+    """What the guard runs on a busy machine: the same blocks on one thread, bit for bit."""
+    rng = np.random.default_rng(M + K + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    for parallel, serial, x, y, n in [(MM._matmul_rows, MM._rows_serial, a, b, min(M, threads)),
+                                      (MM._matmul_cols, MM._cols_serial, a, b, threads),
+                                      (MM._matmul_row_blocks, MM._row_blocks_serial, a.T.copy().T, b, min(M, threads))]:
+        ours, theirs = np.empty((M, N), dtype), np.empty((M, N), dtype)
+        parallel(x, y, ours, n)
+        serial(x, y, theirs, n)
+        assert np.array_equal(ours, theirs), parallel.__name__
+    g = rng.standard_normal((M, N)).astype(dtype)  # dW = a^T g with K = M split, partial sums added
+    n = max(1, min(M, threads))
+    ours, theirs = np.empty((K, N), dtype), np.empty((K, N), dtype)
+    MM._matmul_tn_split(a, g, np.empty((n - 1, K, N), dtype), ours)
+    MM._tn_split_serial(a, g, np.empty((n - 1, K, N), dtype), theirs)
+    assert np.array_equal(ours, theirs)
+
+
+def test_the_guard_s_serial_answer_keeps_the_numba_split(monkeypatch, one_pool):
+    """When the guard answers "serial", matmul still takes its numba version (its own serial
+    driver), never numpy's BLAS, so a busy machine never changes a run's numbers."""
+    if not one_pool:
+        pytest.skip("the one-pool setup does not apply on this machine")
+    from tinyllm.kernels import pool
+    a = np.random.default_rng(0).standard_normal((512, 128)).astype(np.float32)  # rows: 512 >= 384
+    b = np.random.default_rng(1).standard_normal((128, 384)).astype(np.float32)
+    monkeypatch.setattr(pool.GUARD, "enabled", True)
+    monkeypatch.setattr(pool.GUARD, "choose", lambda key: False)  # always serial
+    called = []
+    monkeypatch.setattr(MM, "_rows_serial", lambda *args: called.append(args) or MM._dot_into(args[0], args[1], args[2]))
+    if pool.threads() < 2:
+        pytest.skip("one thread: no parallel driver to replace")
+    assert MM.matmul.uses_numba(a, b)
+    MM.matmul(a, b)
+    assert called

@@ -146,17 +146,46 @@ def _check(name, a_shape, b_shape, ka, kb):
         raise ValueError(f"{name}: shapes {a_shape} and {b_shape} do not align ({ka} != {kb})")
 
 
+# The same blocks one after another on the calling thread: what the guard (``pool.GUARD``) runs when
+# the parallel drivers stall on a busy machine. Same blocks, same BLAS calls, same sums: same bits.
+def _rows_serial(a, b, out, n):
+    M = a.shape[0]
+    for p in range(n):
+        _dot_into(a[p * M // n:(p + 1) * M // n], b, out[p * M // n:(p + 1) * M // n])
+
+
+def _row_blocks_serial(a, b, out, n):
+    M = a.shape[0]
+    for p in range(n):
+        _gemm_into(a[p * M // n:(p + 1) * M // n], b, out[p * M // n:(p + 1) * M // n])
+
+
+def _cols_serial(a, b, out, n):
+    N = b.shape[1]
+    for p in range(n):
+        _gemm_into(a, b[:, p * N // n:(p + 1) * N // n], out[:, p * N // n:(p + 1) * N // n])
+
+
+def _tn_split_serial(a, b, parts, out):
+    K, n = a.shape[0], parts.shape[0] + 1
+    _dot_into(a[:K // n].T, b[:K // n], out)
+    for p in range(1, n):
+        _dot_into(a[p * K // n:(p + 1) * K // n].T, b[p * K // n:(p + 1) * K // n], parts[p - 1])
+    for p in range(n - 1):  # element by element the same additions in the same order as the loop above
+        out += parts[p]
+
+
 def matmul_numba(a, b):
     _check("matmul", a.shape, b.shape, a.shape[1], b.shape[0])
     a = np.ascontiguousarray(a)
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    n = pool.threads()
+    n, serial = pool.threads(), pool.guard_chose_serial()
     if a.shape[0] >= b.shape[1] or b.shape[1] < n:  # split the larger operand: a's rows...
-        _matmul_rows(a, b, out, min(a.shape[0], n))
+        (_rows_serial if serial else _matmul_rows)(a, b, out, min(a.shape[0], n))
     else:  # ... or the weight's columns (a wide layer, the lm_head), so no thread reads all of it
-        _matmul_cols(a, b, out, n)
+        (_cols_serial if serial else _matmul_cols)(a, b, out, n)
     return out
 
 
@@ -165,23 +194,24 @@ def matmul_tn_numba(a, b):
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     M, N = a.shape[1], b.shape[1]
     out = np.empty((M, N), a.dtype)
-    n = max(1, min(a.shape[0], pool.threads()))
+    n, serial = max(1, min(a.shape[0], pool.threads())), pool.guard_chose_serial()
     if M * N <= MAX_TN_PARTIAL or max(M, N) < n:
         parts = np.empty((n - 1, M, N), a.dtype)
-        _matmul_tn_split(a, b, parts, out)
+        (_tn_split_serial if serial else _matmul_tn_split)(a, b, parts, out)
     elif M >= N:  # a block of dW's rows a thread: a^T's rows are columns of a, read with a stride
-        _matmul_row_blocks(a.T, b, out, n)
+        (_row_blocks_serial if serial else _matmul_row_blocks)(a.T, b, out, n)
     else:  # a block of dW's columns a thread
-        _matmul_cols(a.T, b, out, n)
+        (_cols_serial if serial else _matmul_cols)(a.T, b, out, n)
     return out
 
 
 # -------------------------------------------------------------------------- entry points
 def _splits(a, b):
-    # a's first dim is what is split between the threads: its rows, or for matmul_tn the K summed over
+    # a's first dim is what is split between the threads: its rows, or for matmul_tn the K summed over.
+    # When the guard answers "serial" the split still runs, block by block on this thread (same bits)
     return (a.ndim == 2 and b.ndim == 2 and min(a.shape + b.shape) > 0
             and a.shape[0] >= MIN_ROWS_PER_THREAD * pool.threads()
-            and pool.parallel("matmul", 2 * a.shape[0] * a.shape[1] * b.shape[1]))
+            and (pool.parallel("matmul", 2 * a.shape[0] * a.shape[1] * b.shape[1]) or pool.guard_chose_serial()))
 
 
 matmul = Kernel("matmul.matmul", matmul_numba, matmul_numpy, floats=(0, 1), applies=_splits,

@@ -38,9 +38,10 @@ PARALLEL_MIN = {
     "matmul": (2 ** 21, math.inf),  # flops, 2 M K N; below it one BLAS call on the calling thread wins
 }
 # The rows whose parallel and serial drivers give the same bits (the same blocks, each computed the
-# same way), which the guard may therefore switch. Not matmul: its other path is numpy's BLAS, whose
-# sums may round differently from the split's (and which is threaded too).
-GUARDED = frozenset({"adam", "layernorm", "softmax", "cross_entropy", "gelu", "elementwise", "attention"})
+# same way), which the guard may therefore switch. matmul's serial driver runs the same blocks one
+# after another on the calling thread (``matmul.py``), not numpy's BLAS, which rounds differently.
+GUARDED = frozenset({"adam", "layernorm", "softmax", "cross_entropy", "gelu", "elementwise", "attention",
+                     "matmul"})
 
 
 def parallel(kernel, work):
@@ -151,6 +152,12 @@ class _Stats:
 
 
 GUARD = Guard()
+
+
+def guard_chose_serial():
+    """Did the guard just answer "serial" for the call dispatch is running? (A kernel whose serial
+    driver is its own, not the NumPy twin, asks this to pick it.)"""
+    return _asked is not None and not _asked[1]
 
 
 def report(seconds):
