@@ -100,7 +100,7 @@ def runner(monkeypatch):
 
 def test_sections_are_the_runners_options():
     from benchmarks import sections
-    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start")
+    assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start", "llamacpp")
     with pytest.raises(SystemExit):
         R.main(["--only", "no_such_section"])
 
@@ -246,3 +246,21 @@ def test_profile_step_floor_times_each_kernel():
     for name in ("kernels alone", "165 kernel calls", "matmul.matmul_tn", "attention.attention_backward",
                  "adam.adam_step"):
         assert name in res.stdout, f"{name!r} missing from:\n{res.stdout}"
+
+
+def test_llamacpp_section_smoke():
+    """The llama.cpp section on a tiny GPT (it skips itself, with a note, without llama_cpp or gguf)."""
+    from benchmarks.sections import llamacpp
+    shape = dict(vocab_size=300, block_size=64, n_layer=2, n_head=2, n_embd=64, activation="gelu_tanh")
+    rows, notes = llamacpp.run(H.Context(reps=1), quick=True, shape=shape, new_tokens=12)
+    try:
+        import gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        assert rows == [] and notes[0].startswith("skipped: needs")
+        return
+    (row,) = rows
+    assert row["numba_tok_s"] > 0 and row["torch_tok_s"] > 0 and row["numba_vs_torch"] > 0
+    assert row["same_tokens"] == 1.0 and row["first_difference"] is None
+    assert row["opponent"].startswith("llama.cpp")
+    assert "| 12 new tokens |" in report.table("llamacpp", rows) and "| 100% |" in report.table("llamacpp", rows)
