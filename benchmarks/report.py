@@ -58,6 +58,15 @@ SECTION_TITLES = {"matmul": "matmul (forward + backward)", "ops": "fused ops (fo
                   "attention": "causal attention (forward + backward)",
                   "train_step": "training step (nanoGPT CPU recipe)",
                   "generate": "generation (greedy, KV cache) vs Hugging Face", "cold_start": "cold start"}
+# llamacpp: llama.cpp sits in the opponent's (torch) slot of its row
+COLUMNS["llamacpp"] = [("tinyllm-numba ms", "numba_ms", _num), ("llama.cpp ms", "torch_ms", _num),
+                       ("tinyllm / llama.cpp", "numba_vs_torch", _x), ("tinyllm tok/s", "numba_tok_s", _num),
+                       ("llama.cpp tok/s", "torch_tok_s", _num),
+                       ("best runs tok/s (tinyllm, llama.cpp)",
+                        lambda r: f"{_num(r.get('numba_best_tok_s'))}, {_num(r.get('torch_best_tok_s'))}", None),
+                       ("same tokens", lambda r: f"{r['same_tokens']:.0%}", None),
+                       ("reps", lambda r: f"{r.get('numba_reps', '-')}, {r.get('torch_reps', '-')}", None)]
+SECTION_TITLES["llamacpp"] = "generation (greedy, KV cache) vs llama.cpp"
 
 
 def table(section, rows):

@@ -6,8 +6,9 @@ torch (eager, CPU), timed in one process, taking turns; writes one dated report 
     python -m benchmarks --only matmul ops       # some sections: <date>-only-matmul-ops.*
     python benchmarks/run.py --out /tmp/bench    # the same, as a script, into another folder
 
-Sections: matmul, ops, attention, train_step, generate, cold_start, scale (benchmarks/sections/, one module
-each; see benchmarks/README.md). The timing is benchmarks/harness.py, the report benchmarks/report.py.
+Sections: matmul, ops, attention, train_step, generate, cold_start, scale, busy, llamacpp
+(benchmarks/sections/, one module each; see benchmarks/README.md). The timing is benchmarks/harness.py,
+the report benchmarks/report.py.
 Every timing is a median over reps; every ratio is tinyllm's time / torch's time, so below 1 tinyllm is
 faster.
 """

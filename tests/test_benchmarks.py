@@ -101,7 +101,7 @@ def runner(monkeypatch):
 def test_sections_are_the_runners_options():
     from benchmarks import sections
     assert sections.SECTIONS == ("matmul", "ops", "attention", "train_step", "generate", "cold_start", "scale",
-                                 "busy")
+                                 "busy", "llamacpp")
     with pytest.raises(SystemExit):
         R.main(["--only", "no_such_section"])
 
@@ -296,3 +296,20 @@ def test_scale_section_smoke(tmp_path, torch, runner):
     for r in data["rows"]:
         assert r["floor_ms"] > 0 and r["step_vs_floor"] > 0 and r["numba_tok_s"] > 0 and r["torch_tok_s"] > 0
         assert r["first_step_loss_diff"] <= 1e-5
+def test_llamacpp_section_smoke():
+    """The llama.cpp section on a tiny GPT (it skips itself, with a note, without llama_cpp or gguf)."""
+    from benchmarks.sections import llamacpp
+    shape = dict(vocab_size=300, block_size=64, n_layer=2, n_head=2, n_embd=64, activation="gelu_tanh")
+    rows, notes = llamacpp.run(H.Context(reps=1), quick=True, shape=shape, new_tokens=12)
+    try:
+        import gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        assert rows == [] and notes[0].startswith("skipped: needs")
+        return
+    (row,) = rows
+    assert row["numba_tok_s"] > 0 and row["torch_tok_s"] > 0 and row["numba_vs_torch"] > 0
+    # token equality is tests/test_export_gguf.py's; at this size GPT-2's init leaves near-ties in the logits
+    assert 0.0 <= row["same_tokens"] <= 1.0 and row["opponent"].startswith("llama.cpp")
+    assert (row["first_difference"] is None) == (row["same_tokens"] == 1.0)
+    assert "| 12 new tokens |" in report.table("llamacpp", rows)

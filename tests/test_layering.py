@@ -14,7 +14,7 @@ LAYERS = [  # lowest first; units on one line are peers and may not import each 
     ["optim"],
     ["models", "metrics"],
     ["generate", "train_config", "translation", "demo"],
-    ["runs"],
+    ["runs", "export"],
     ["train"],
     ["plot"],
     ["search"],
