@@ -140,3 +140,23 @@ def test_the_guard_s_serial_answer_keeps_the_numba_split(monkeypatch, one_pool):
     assert MM.matmul.uses_numba(a, b)
     MM.matmul(a, b)
     assert called
+
+
+def test_a_decode_window_s_products_run_the_split_serially(monkeypatch, one_pool):
+    """A 64-token window of the recipe model (at most SERIAL_UP_TO flops) runs the numba split on the
+    calling thread: no parallel region to stall on a busy machine, and the same bits as the parallel
+    split; the training step's products (768 rows) keep the parallel drivers."""
+    if not one_pool:
+        pytest.skip("the one-pool setup does not apply on this machine")
+    from tinyllm.kernels import pool
+    if pool.threads() < 2:
+        pytest.skip("one thread: no parallel driver to replace")
+    serial, parallel = [], []
+    for name, calls in [("_rows_serial", serial), ("_cols_serial", serial), ("_matmul_rows", parallel),
+                        ("_matmul_cols", parallel)]:  # a 64-row window splits the weight's columns
+        monkeypatch.setattr(MM, name, lambda *args, calls=calls: calls.append(args[0].shape)
+                            or MM._gemm_into(*args[:3]))
+    rng = np.random.default_rng(0)
+    for rows, k, n in [(64, 128, 384), (64, 128, 512), (768, 128, 384)]:
+        MM.matmul(rng.standard_normal((rows, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32))
+    assert serial == [(64, 128), (64, 128)] and parallel == [(768, 128)]

@@ -27,6 +27,9 @@ from .dispatch import Kernel
 MIN_ROWS_PER_THREAD = 32  # fewer rows (a decode step's one token, a short prompt) go to numpy's BLAS,
 # which splits the weight between its threads; a block of rows each would have every thread read all
 # of the weight.
+SERIAL_UP_TO = 2 ** 23  # flops: a product this small (a 64-token decode window of the recipe model; its
+# MLP's is exactly this) runs the split serially on the calling thread: two threads gain nothing on it
+# idle, and a parallel region stalls when another process holds a core (same blocks either way: same bits)
 MAX_TN_PARTIAL = 2 ** 16  # dW = a^T b of at most this many elements sums per-thread partial products over
 # K (a buffer that stays in cache); a larger dW is split by its rows or columns, which needs no buffer
 # and leaves each element's sum over K to one BLAS call.
@@ -181,7 +184,7 @@ def matmul_numba(a, b):
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    n, serial = pool.threads(), pool.guard_chose_serial()
+    n, serial = pool.threads(), _serial(a.shape[0] * a.shape[1] * b.shape[1])
     if a.shape[0] >= b.shape[1] or b.shape[1] < n:  # split the larger operand: a's rows...
         (_rows_serial if serial else _matmul_rows)(a, b, out, min(a.shape[0], n))
     else:  # ... or the weight's columns (a wide layer, the lm_head), so no thread reads all of it
@@ -194,7 +197,7 @@ def matmul_tn_numba(a, b):
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     M, N = a.shape[1], b.shape[1]
     out = np.empty((M, N), a.dtype)
-    n, serial = max(1, min(a.shape[0], pool.threads())), pool.guard_chose_serial()
+    n, serial = max(1, min(a.shape[0], pool.threads())), _serial(a.shape[0] * M * N)
     if M * N <= MAX_TN_PARTIAL or max(M, N) < n:
         parts = np.empty((n - 1, M, N), a.dtype)
         (_tn_split_serial if serial else _matmul_tn_split)(a, b, parts, out)
@@ -206,12 +209,21 @@ def matmul_tn_numba(a, b):
 
 
 # -------------------------------------------------------------------------- entry points
+def _serial(multiply_adds):
+    return 2 * multiply_adds <= SERIAL_UP_TO or pool.guard_chose_serial()
+
+
 def _splits(a, b):
     # a's first dim is what is split between the threads: its rows, or for matmul_tn the K summed over.
-    # When the guard answers "serial" the split still runs, block by block on this thread (same bits)
-    return (a.ndim == 2 and b.ndim == 2 and min(a.shape + b.shape) > 0
-            and a.shape[0] >= MIN_ROWS_PER_THREAD * pool.threads()
-            and (pool.parallel("matmul", 2 * a.shape[0] * a.shape[1] * b.shape[1]) or pool.guard_chose_serial()))
+    # When the guard answers "serial", or the product is at most SERIAL_UP_TO, the split still runs,
+    # block by block on this thread (same bits)
+    if not (a.ndim == 2 and b.ndim == 2 and min(a.shape + b.shape) > 0
+            and a.shape[0] >= MIN_ROWS_PER_THREAD * pool.threads()):
+        return False
+    work = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    if work <= SERIAL_UP_TO:  # the table's bar, without asking the guard (it never runs parallel here)
+        return pool.active() and work >= pool.PARALLEL_MIN["matmul"][0] and pool.threads() > 1
+    return pool.parallel("matmul", work) or pool.guard_chose_serial()
 
 
 matmul = Kernel("matmul.matmul", matmul_numba, matmul_numpy, floats=(0, 1), applies=_splits,
