@@ -79,9 +79,9 @@ def test_shape_mismatch_names_both_shapes():
 
 
 def test_dispatch(monkeypatch):
-    """The numba twin runs only for big enough float products with enough rows to split, in the
-    one-pool setup; everything else (small, few rows, integer, mixed dtypes, empty, the NumPy kernel
-    family, the pool off) is the plain ``@``."""
+    """In the one-pool setup every float product takes the numba version (small ones as one BLAS call
+    on the calling thread, never numpy's threaded BLAS) except a few rows through a large weight; the
+    rest (integer, mixed dtypes, empty, the NumPy kernel family, the pool off) is the plain ``@``."""
     calls = []
     monkeypatch.setattr(MM, "matmul_numba", lambda a, b: calls.append("mm") or a @ b)
     monkeypatch.setattr(MM, "matmul_tn_numba", lambda a, b: calls.append("tn") or a.T @ b)
@@ -90,10 +90,12 @@ def test_dispatch(monkeypatch):
     big = np.ones((256, 128), np.float32)
     MM.matmul(big, big.T)
     MM.matmul_tn(big, big)
-    assert calls == ["mm", "tn"]
+    MM.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32))  # small: one call on this thread
+    MM.matmul(np.ones((1, 768), np.float32), np.ones((4096, 768), np.float32).T)  # one token, x W^T
+    assert calls == ["mm", "tn", "mm", "mm"]
     calls.clear()
-    MM.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32))  # small
-    MM.matmul(np.ones((1, 768), np.float32), np.ones((768, 4096), np.float32))  # one row: a decode step
+    MM.matmul(np.ones((8, 768), np.float32), np.ones((4096, 768), np.float32).T)  # a few rows, a large weight
+    MM.matmul(np.ones((1, 768), np.float32), np.ones((768, 4096), np.float32))  # one row, a C-ordered weight
     MM.matmul_tn(np.ones((16, 768), np.float32), np.ones((16, 4096), np.float32))  # K too short to split
     MM.matmul(big.astype(np.int64), big.T.astype(np.int64))  # integer
     MM.matmul(big, big.T.astype(np.float64))  # mixed dtypes
@@ -102,6 +104,7 @@ def test_dispatch(monkeypatch):
         MM.matmul(big, big.T)
     monkeypatch.setattr(backend, "_one_pool", None)
     MM.matmul(big, big.T)
+    MM.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32))
     assert calls == []
 
 

@@ -26,7 +26,7 @@ from .. import backend
 # kernel -> (the least work for its parallel driver in the one-pool setup, the same outside it).
 # In it the bar is the pool's start, a few microseconds; outside it, BLAS threads that may still be
 # spinning, so the bar is far higher (infinite where numpy's own threaded BLAS or operator is as good).
-# Work is elements, except for the two kernels measured in flops.
+# Work is elements, except for the rows measured in flops.
 PARALLEL_MIN = {
     "adam": (2 ** 14, 2 ** 20),
     "layernorm": (2 ** 14, 2 ** 20),
@@ -36,12 +36,14 @@ PARALLEL_MIN = {
     "elementwise": (2 ** 15, math.inf),
     "attention": (2 ** 22, 2 ** 27),  # flops, ~4 B H L S D a pass; a decode window (2^21) stays serial
     "matmul": (2 ** 21, math.inf),  # flops, 2 M K N; below it one BLAS call on the calling thread wins
+    "matvec": (2 ** 19, math.inf),  # flops, 2 K N: one token through a weight too large for one core's
+    # cache (matmul's one-row split); memory bound, so two threads pay already at GPT-2 small's 768 x 768
 }
 # The rows whose parallel and serial drivers give the same bits (the same blocks, each computed the
 # same way), which the guard may therefore switch. matmul's serial driver runs the same blocks one
 # after another on the calling thread (``matmul.py``), not numpy's BLAS, which rounds differently.
 GUARDED = frozenset({"adam", "layernorm", "softmax", "cross_entropy", "gelu", "elementwise", "attention",
-                     "matmul"})
+                     "matmul", "matvec"})
 
 
 def parallel(kernel, work):
