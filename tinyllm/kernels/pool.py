@@ -70,12 +70,15 @@ class Guard:
     """Runs each (entry point, kernel row, size class) parallel or serially, whichever its recent calls
     say is faster. Sizes are classed by powers of two of the work.
 
-    A new size class starts parallel (the table's choice). Once a parallel call has been timed (the
+    A new size class starts parallel (the table's choice). Parallel stays preferred only while its
+    estimate beats serial's by ``PARALLEL_MARGIN``: a near tie goes to serial, which leaves a core to
+    whatever else runs. Once a parallel call has been timed (the
     first call of each driver is a warm-up and is not counted), the serial driver gets a turn every
     ``reprobe_s`` seconds, and from then on the slower of the two does: it is the probe. The preferred
     driver's times feed an exponential average (``alpha``), each sample capped at ``clip`` times the
-    other's estimate so that one stall does not outweigh many calls. A probe's time replaces its
-    driver's estimate: one good call on a machine that has gone quiet switches back at once. A probe
+    other's estimate so that one stall does not outweigh many calls. A probe moves its driver's
+    estimate halfway to its time: one lucky parallel probe on a busy machine (the other process
+    happened to sleep) does not switch back alone, a second good one on a quiet machine does. A probe
     that loses doubles the wait before the next (up to ``max_reprobe_s``); a switch resets it, so a
     switch on one hiccup is undone ``reprobe_s`` later.
 
@@ -120,10 +123,10 @@ class Guard:
         other = s.est[not parallel]
         if other is not None:
             seconds = min(seconds, self.clip * other)
-        if s.probing is parallel:  # a probe: its time stands for its driver now
+        if s.probing is parallel:  # a probe: it moves its driver's estimate halfway to its time
             s.probing = None
-            before = s.preferred()
-            s.est[parallel] = seconds
+            before, est = s.preferred(), s.est[parallel]
+            s.est[parallel] = seconds if est is None else (est + seconds) / 2
             if s.est[not parallel] is not None:
                 won = s.preferred() != before
                 s.interval = self.reprobe_s if won else min(2 * s.interval, self.max_reprobe_s)
@@ -139,6 +142,11 @@ class Guard:
         return {k: "parallel" if s.preferred() else "serial" for k, s in self.stats.items()}
 
 
+PARALLEL_MARGIN = 1.15  # parallel runs only while it beats serial by this factor: near a tie, noise in the
+# two estimates flipped the choice every few calls on a busy machine, and each parallel call then stalled
+# (the recipe step with one competing process: 114 ms against 103 ms always serial, design notes)
+
+
 class _Stats:
     __slots__ = ("est", "seen", "probing", "next_probe", "interval")
 
@@ -150,7 +158,7 @@ class _Stats:
 
     def preferred(self):
         par, ser = self.est[True], self.est[False]
-        return par is not None and (ser is None or par <= ser)
+        return par is not None and (ser is None or par * PARALLEL_MARGIN <= ser)
 
 
 GUARD = Guard()
