@@ -80,7 +80,8 @@ def test_shape_mismatch_names_both_shapes():
 
 def test_dispatch(monkeypatch):
     """In the one-pool setup every float product takes the numba version (small ones as one BLAS call
-    on the calling thread, never numpy's threaded BLAS) except a few rows through a large weight; the
+    on the calling thread, never numpy's threaded BLAS) except one row (a decode step: cheaper to call
+    there, and numpy's BLAS threads only a large weight) and a few rows through a large weight; the
     rest (integer, mixed dtypes, empty, the NumPy kernel family, the pool off) is the plain ``@``."""
     calls = []
     monkeypatch.setattr(MM, "matmul_numba", lambda a, b: calls.append("mm") or a @ b)
@@ -91,9 +92,11 @@ def test_dispatch(monkeypatch):
     MM.matmul(big, big.T)
     MM.matmul_tn(big, big)
     MM.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32))  # small: one call on this thread
-    MM.matmul(np.ones((1, 768), np.float32), np.ones((4096, 768), np.float32).T)  # one token, x W^T
+    MM.matmul(np.ones((64, 128), np.float32), np.ones((384, 128), np.float32).T)  # a decode window
     assert calls == ["mm", "tn", "mm", "mm"]
     calls.clear()
+    MM.matmul(np.ones((1, 128), np.float32), np.ones((384, 128), np.float32).T)  # one token: a decode step
+    MM.matmul(np.ones((1, 768), np.float32), np.ones((4096, 768), np.float32).T)  # one token, a large weight
     MM.matmul(np.ones((8, 768), np.float32), np.ones((4096, 768), np.float32).T)  # a few rows, a large weight
     MM.matmul(np.ones((1, 768), np.float32), np.ones((768, 4096), np.float32))  # one row, a C-ordered weight
     MM.matmul_tn(np.ones((16, 768), np.float32), np.ones((16, 4096), np.float32))  # K too short to split

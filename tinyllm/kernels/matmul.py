@@ -6,19 +6,18 @@
 The NumPy twin is the plain product (``a.dot(b)``). The numba version leaves the arithmetic to BLAS too
 (numba's BLAS gateway calls scipy's OpenBLAS, set to one thread) and only decides who does which part,
 by shape. For ``matmul`` a small product (at most ``SERIAL_UP_TO`` flops on a weight of at most
-``SMALL_WEIGHT`` elements: a decode step or window of a small model) is one BLAS call on the calling
-thread; one token through a larger weight (a decode step of GPT-2 small) splits the weight's rows
-between the threads, each a matrix-vector product; otherwise each thread takes a block of the larger
-operand: a's rows when a has at least as many rows as the output has columns, else a block of the
-weight's columns (a wide layer, the lm_head), written in place into the output's columns. For ``matmul_tn`` a small dW (at most
-``MAX_TN_PARTIAL`` elements, every product of the training recipe) splits the K rows that are summed
-over and adds the partial products at the end (the first thread's part goes straight into the output,
-so only the others need a buffer); a larger dW is split by its rows or columns, whichever is longer,
-so that no thread fills a dW-sized buffer. A few rows through a large weight, other dtypes, and every
+``SMALL_WEIGHT`` elements: a decode window of a small model) is one BLAS call on the calling thread;
+otherwise each thread takes a block of the larger operand: a's rows when a has at least as many rows as
+the output has columns, else a block of the weight's columns (a wide layer, the lm_head), written in
+place into the output's columns. For ``matmul_tn`` a small dW (at most ``MAX_TN_PARTIAL`` elements,
+every product of the training recipe) splits the K rows that are summed over and adds the partial
+products at the end (the first thread's part goes straight into the output, so only the others need a
+buffer); a larger dW is split by its rows or columns, whichever is longer, so that no thread fills a
+dW-sized buffer. One row (a decode step), a few rows through a large weight, other dtypes, and every
 case outside the one-pool setup take the NumPy twin (outside it numpy's own threaded BLAS is the better
-choice at every size). In the setup no small product goes to numpy's threaded BLAS: its threads stall
-whenever another process holds a core, which made sampling on a busy machine twice as slow as on one
-thread (benchmarks/README, design notes).
+choice at every size). In the setup no small product of several rows goes to numpy's threaded BLAS: its
+threads stall whenever another process holds a core, which made sampling on a busy machine more than
+twice as slow as on one thread (benchmarks/README, design notes).
 """
 import numpy as np
 from numba import njit, prange
@@ -35,8 +34,8 @@ MIN_ROWS_PER_THREAD = 32  # fewer rows (a decode step's one token, a short promp
 SERIAL_UP_TO = 2 ** 23  # flops: a product this small (a 64-token decode window of the recipe model; its
 # MLP's is exactly this) on a weight of at most SMALL_WEIGHT elements runs as one BLAS call on the calling
 # thread: two threads gain nothing on it idle, and a parallel region stalls when another process holds a core
-SMALL_WEIGHT = 2 ** 18  # elements, 1 MiB of float32 (a core's L2 here): one token through a larger weight is
-# bound by memory, and two threads reading halves of it take about half the time (GPT-2 small's decode step)
+SMALL_WEIGHT = 2 ** 18  # elements, 1 MiB of float32 (a core's L2 here): a product on a larger weight is
+# split between the threads even when it is small in flops
 MAX_TN_PARTIAL = 2 ** 16  # dW = a^T b of at most this many elements sums per-thread partial products over
 # K (a buffer that stays in cache); a larger dW is split by its rows or columns, which needs no buffer
 # and leaves each element's sum over K to one BLAS call.
@@ -97,27 +96,6 @@ def _gemm_numba(a, b, c):
 @njit(cache=True)
 def _gemm_into(a, b, out):
     _gemm(a, b, out)
-
-
-@njit(cache=True)
-def _vecmat_into(x, b, out):
-    # out = x @ b for one row: BLAS's matrix-vector product (gemm with one row is several times slower)
-    np.dot(x, b, out)
-
-
-@njit(cache=True)
-def _matvec_into(w, x, out):
-    np.dot(w, x, out)
-
-
-@njit(parallel=True, cache=True)
-def _matvec_rows(w, x, out, n):
-    # w (N, K) C-contiguous (a Linear's weight), x (K,), out (N,): n blocks of w's rows, one a thread, so
-    # one token's x W^T reads each part of the weight once (slicing W^T's columns instead would copy them)
-    N = w.shape[0]
-    for p in prange(n):
-        lo, hi = p * N // n, (p + 1) * N // n
-        _matvec_into(w[lo:hi], x, out[lo:hi])
 
 
 @njit(parallel=True, cache=True)
@@ -197,12 +175,6 @@ def _cols_serial(a, b, out, n):
         _gemm_into(a, b[:, p * N // n:(p + 1) * N // n], out[:, p * N // n:(p + 1) * N // n])
 
 
-def _matvec_rows_serial(w, x, out, n):
-    N = w.shape[0]
-    for p in range(n):
-        _matvec_into(w[p * N // n:(p + 1) * N // n], x, out[p * N // n:(p + 1) * N // n])
-
-
 def _tn_split_serial(a, b, parts, out):
     K, n = a.shape[0], parts.shape[0] + 1
     _dot_into(a[:K // n].T, b[:K // n], out)
@@ -220,17 +192,9 @@ def matmul_numba(a, b):
     M, K, N = a.shape[0], a.shape[1], b.shape[1]
     out = np.empty((M, N), a.dtype)
     if _one_call(M, K, N):  # a small product: one BLAS call on this thread
-        if M == 1:
-            _vecmat_into(a[0], b, out[0])
-        else:
-            _dot_into(a, b, out)
+        _dot_into(a, b, out)
         return out
-    n = pool.threads()
-    if M == 1 and b.flags.f_contiguous:  # one token through a large weight (b is W^T): split W's rows
-        serial = 2 * K * N < pool.PARALLEL_MIN["matvec"][0] or pool.guard_chose_serial()
-        (_matvec_rows_serial if serial else _matvec_rows)(b.T, a[0], out[0], min(N, n))
-        return out
-    serial = _serial(M * K * N)
+    n, serial = pool.threads(), _serial(M * K * N)
     if M >= N or N < n:  # split the larger operand: a's rows...
         (_rows_serial if serial else _matmul_rows)(a, b, out, min(a.shape[0], n))
     else:  # ... or the weight's columns (a wide layer, the lm_head), so no thread reads all of it
@@ -264,18 +228,15 @@ def _one_call(M, K, N):
 
 
 def _products(a, b):
-    # matmul in the one-pool setup: every float product but a few rows through a large weight, which
-    # numpy's BLAS splits between its threads as well as anything here (a short prompt's prefill)
+    # matmul in the one-pool setup: every float product but one token through a small weight and a few
+    # rows through a large one, which numpy's BLAS splits between its threads as well as anything here
     if not (a.ndim == 2 and b.ndim == 2 and min(a.shape + b.shape) > 0 and pool.active()
             and pool.threads() > 1):
         return False
     M, K, N = a.shape[0], a.shape[1], b.shape[1]
-    if _one_call(M, K, N):
-        return True
-    if M == 1 and b.flags.f_contiguous:
-        pool.parallel("matvec", 2 * K * N)  # asks the guard; below the bar the split runs serially
-        return True
-    return _splits(a, b)
+    if M == 1:  # one token: numpy's BLAS costs less to call, does not thread a small weight (no stall)
+        return False  # and splits a large one between its threads (GPT-2 small's decode step)
+    return _one_call(M, K, N) or _splits(a, b)
 
 
 def _splits(a, b):

@@ -36,14 +36,12 @@ PARALLEL_MIN = {
     "elementwise": (2 ** 15, math.inf),
     "attention": (2 ** 22, 2 ** 27),  # flops, ~4 B H L S D a pass; a decode window (2^21) stays serial
     "matmul": (2 ** 21, math.inf),  # flops, 2 M K N; below it one BLAS call on the calling thread wins
-    "matvec": (2 ** 19, math.inf),  # flops, 2 K N: one token through a weight too large for one core's
-    # cache (matmul's one-row split); memory bound, so two threads pay already at GPT-2 small's 768 x 768
 }
 # The rows whose parallel and serial drivers give the same bits (the same blocks, each computed the
 # same way), which the guard may therefore switch. matmul's serial driver runs the same blocks one
 # after another on the calling thread (``matmul.py``), not numpy's BLAS, which rounds differently.
 GUARDED = frozenset({"adam", "layernorm", "softmax", "cross_entropy", "gelu", "elementwise", "attention",
-                     "matmul", "matvec"})
+                     "matmul"})
 
 
 def parallel(kernel, work):
