@@ -7,8 +7,8 @@ contiguous NumPy buffer through mpi4py's buffer methods (no pickling); small con
 decision, an error, RNG states at a checkpoint) use the pickling ``bcast``/``gather``.
 """
 import contextlib
+import copy
 import os
-import pickle
 import sys
 
 import numpy as np
@@ -150,9 +150,10 @@ class MPIWorld:
 
 
 def _picklable(e):
-    """``e`` if it survives pickling (to reach the other ranks), else a RuntimeError with its message."""
+    """``e`` if it can be rebuilt from its reduced form, as the other ranks will rebuild it from mpi4py's
+    pickle, else a RuntimeError with its message."""
     try:
-        pickle.loads(pickle.dumps(e))
+        copy.copy(e)  # copy rebuilds from __reduce_ex__ as unpickling does
         return e
     except Exception:  # noqa: BLE001
         return RuntimeError(str(e))
