@@ -8,7 +8,7 @@ import tinyllm
 
 LAYERS = [  # lowest first; units on one line are peers and may not import each other
     ["backend"],
-    ["kernels", "text", "checkpoint"],
+    ["kernels", "text", "checkpoint", "distributed"],
     ["autograd", "data"],
     ["nn"],
     ["optim"],

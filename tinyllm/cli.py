@@ -28,7 +28,8 @@ RESUME_FLAGS = ("max_iters", "progress", "device")  # what --resume may change: 
 # One line of --help per training setting (TrainConfig's fields, then the models' config fields).
 FIELD_HELP = {
     "block_size": "context length in tokens",
-    "batch_size": "sequences per training step",
+    "batch_size": "sequences per micro-batch (per process, under mpiexec)",
+    "grad_accum_steps": "micro-batches whose gradients are averaged into one optimizer step",
     "max_iters": "training iterations (the schedule fits them: see --warmup-iters, --lr-decay-iters)",
     "lr": "peak learning rate (AdamW)",
     "min_lr": "learning rate at the end of the cosine decay",
@@ -204,8 +205,32 @@ def _progress_line(message):
 
 
 def _train(args):
-    from . import runs
+    from . import distributed, runs
     from .train import TrainingInterrupted, train
+    world = distributed.world()
+    if world.size > 1:
+        global _quiet
+        _quiet = not world.is_root  # every rank ends with the same verdict; rank 0 alone says it
+        distributed.set_threads_per_rank(world)  # ranks x threads <= cores on each machine
+    # rank 0 alone reads the run directory; the others get its verdict
+    cfg, data_dir = world.root_decides(lambda: _train_config(args))
+    try:
+        result = train(data_dir, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as e:
+        code = 128 + e.signum
+        if e.iter is None:
+            raise _Failure(f"{e}; continue with: {_resume_command(args.out)}", code) from None
+        raise _Failure(f"interrupted at iter {e.iter}: saved {os.path.join(args.out, runs.LAST)}; "
+                       f"continue with: {_resume_command(args.out)}", code) from None
+    if result and not _quiet:
+        print(f"done: iter {result['iter']}, train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
+    return 0
+
+
+def _train_config(args):
+    """(TrainConfig, data directory) of ``train``'s flags: a new run's, or the run to resume with only
+    what --resume may change."""
+    from . import runs
     from .train_config import TrainConfig, flat_names
     names = flat_names()
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -220,21 +245,8 @@ def _train(args):
                                f"{', '.join(_flag(k) for k in changed)} cannot be changed (it takes only "
                                f"--max-iters, --device and --[no-]progress)")
         cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k in RESUME_FLAGS})
-        data_dir = args.data or runs.saved_run_config(args.out).get("data_dir") or DEFAULT_DATA
-    else:
-        cfg = TrainConfig.from_flat(**given)
-        data_dir = args.data or DEFAULT_DATA
-    try:
-        result = train(data_dir, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
-    except TrainingInterrupted as e:
-        code = 128 + e.signum
-        if e.iter is None:
-            raise _Failure(f"{e}; continue with: {_resume_command(args.out)}", code) from None
-        raise _Failure(f"interrupted at iter {e.iter}: saved {os.path.join(args.out, runs.LAST)}; "
-                       f"continue with: {_resume_command(args.out)}", code) from None
-    if result:
-        print(f"done: iter {result['iter']}, train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
-    return 0
+        return cfg, args.data or runs.saved_run_config(args.out).get("data_dir") or DEFAULT_DATA
+    return TrainConfig.from_flat(**given), args.data or DEFAULT_DATA
 
 
 def _saved_value(cfg, name):
@@ -535,7 +547,8 @@ def main(argv=None):
     try:
         return args.func(args)
     except _Failure as e:  # not an error: the user stopped it, and the message says how to go on
-        print(f"{prog}: {e}", file=sys.stderr)
+        if not _quiet:
+            print(f"{prog}: {e}", file=sys.stderr)
         return e.code
     except ConfigError as e:
         return _fail(prog, f"{_flag(e.field)} {e.problem}", 2)
@@ -552,8 +565,12 @@ def main(argv=None):
         return 128 + signal.SIGINT
 
 
+_quiet = False  # an MPI rank other than 0: its verdict is rank 0's, which rank 0 prints
+
+
 def _fail(prog, message, code):
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    if not _quiet:
+        print(f"{prog}: error: {message}", file=sys.stderr)
     return code
 
 

@@ -25,6 +25,9 @@ class ConfigError(ValueError):
         super().__init__(f"{field} {problem}")
         self.field, self.problem = field, problem
 
+    def __reduce__(self):  # picklable, so one MPI rank's verdict can be sent to the others
+        return type(self), (self.field, self.problem)
+
 
 @dataclass
 class TrainConfig:
@@ -44,6 +47,7 @@ class TrainConfig:
     # batches
     block_size: int = 64
     batch_size: int = 12
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch: batch_size x this x processes)
     # optimisation
     max_iters: int = 2000
     lr: float = 1e-3
@@ -157,7 +161,7 @@ def flat_names():
 
 
 # ------------------------------------------------------------------------------------ validation
-_POSITIVE_INT = {"block_size", "batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval", "n_layer",
+_POSITIVE_INT = {"block_size", "batch_size", "grad_accum_steps", "max_iters", "eval_interval", "eval_iters", "log_interval", "n_layer",
                  "n_head", "n_embd", "hidden_size", "num_layers", "context", "hidden", "latent_size"}
 _NON_NEGATIVE_INT = {"warmup_iters", "lr_decay_iters", "seed", "lora_rank", "kl_anneal_iters"}
 _POSITIVE = {"lr", "lora_alpha", "layer_norm_eps"}
