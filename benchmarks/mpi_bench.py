@@ -4,6 +4,7 @@ gradients, against the buffer size.
 
     python benchmarks/mpi_bench.py            # both shapes, 3 alternating repeats (~8 minutes on 2 cores)
     python benchmarks/mpi_bench.py --quick    # fewer iterations and repeats: a smoke run
+    python benchmarks/mpi_bench.py --shape 10.7M --no-allreduce   # one shape's throughput only
 
 Every training run is ``python -m tinyllm train`` in a subprocess (under ``mpiexec -n 2`` for the two
 ranks, which then take one thread each) on synthetic characters prepared in a temporary directory; its
@@ -102,11 +103,13 @@ def n_params(flags, vocab_size):
     return sum(p.data.size for p in model.parameters() if p.requires_grad)
 
 
-def throughput(data_dir, work, quick):
+def throughput(data_dir, work, quick, only=None):
     iters = {0: 12 if quick else 30, 1: 4 if quick else 10}
     repeats = 1 if quick else 3
     rows, results = [], {}
     for s, (name, flags, batch) in enumerate(SHAPES):
+        if only and not name.startswith(only):
+            continue
         block = int(dict(zip(flags[::2], flags[1::2])).get("--block-size", 64))
         sides = {"1 rank x 2 threads": (1, batch), "2 ranks x 1 thread": (2, batch // 2)}
         times = {side: [] for side in sides}
@@ -156,6 +159,8 @@ def allreduce(quick, sizes):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer iterations and repeats (a smoke run)")
+    ap.add_argument("--shape", choices=["recipe", "10.7M"], help="time this shape only")
+    ap.add_argument("--no-allreduce", action="store_true", help="skip the Allreduce table")
     args = ap.parse_args(argv)
     from tinyllm import data
     if importlib.util.find_spec("mpi4py") is None or mpiexec() is None:
@@ -167,13 +172,16 @@ def main(argv=None):
         data_dir = synthetic_data(os.path.join(work, "data"))
         vocab_size = data.read_meta(data_dir)["vocab_size"]
         params = [n_params(flags, vocab_size) for _, flags, _ in SHAPES]
-        steps = throughput(data_dir, work, args.quick)
+        steps = throughput(data_dir, work, args.quick, args.shape)
+    if args.no_allreduce:
+        return 0
     medians = allreduce(args.quick, sorted(set(SIZES + params)))
     print("\nThe Allreduce of a step's gradients (one buffer of every parameter) as a share of the 2-rank step\n")
     print("| shape | parameters | Allreduce ms | 2-rank step ms | share |")
     print("|---|---|---|---|---|")
     for s, ((name, _, _), n) in enumerate(zip(SHAPES, params)):
-        print(f"| {name} | {n:,} | {medians[n]:.2f} | {steps[(s, 2)]:.1f} | {medians[n] / steps[(s, 2)]:.1%} |")
+        if (s, 2) in steps:
+            print(f"| {name} | {n:,} | {medians[n]:.2f} | {steps[(s, 2)]:.1f} | {medians[n] / steps[(s, 2)]:.1%} |")
     print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
