@@ -2,8 +2,10 @@
 exactly like one process with the same total micro-batches, rank 0 alone writes the run, resume is
 exact, and a rank that fails or is killed ends the whole job quickly. Tiny synthetic data, float64."""
 import importlib.util
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -28,15 +30,22 @@ FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "1
          "--no-progress"]
 
 # Runs tinyllm's CLI; with FAULT set, rank FAULT_RANK misbehaves at its FAULT_AT-th training micro-batch.
+# PID_DIR: each rank writes its process id there; STEP_SLEEP: seconds each micro-batch waits (so a
+# signal lands mid-run however fast the machine).
 DRIVER = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal, sys, time
     from tinyllm import cli, train
     fault = os.environ.get("FAULT")
     rank = int(os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or 0)
     seen, loss_of = [0], train.model_loss
+    if os.environ.get("PID_DIR"):
+        with open(os.path.join(os.environ["PID_DIR"], str(rank)), "w") as f:
+            f.write(str(os.getpid()))
 
     def model_loss(model, x, y):
         loss = loss_of(model, x, y)
+        if model.training and os.environ.get("STEP_SLEEP"):
+            time.sleep(float(os.environ["STEP_SLEEP"]))
         if model.training and fault and rank == int(os.environ["FAULT_RANK"]):
             seen[0] += 1
             if seen[0] == int(os.environ["FAULT_AT"]):
@@ -154,3 +163,57 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_cleanly(work):
     lines = [line for line in err.strip().splitlines() if "error" in line]
     assert lines == [f"tinyllm train: error: loss became nan at iteration 1 on at least one of 2 processes; "
                      f"stopping. The last good checkpoint is kept in {work / 'nan'}/last"], err
+
+
+# --------------------------------------------------------------------------- SIGINT / SIGTERM
+LONG = ["--max-iters", "40", "--lr-decay-iters", "40", "--eval-interval", "20"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks_long(work):
+    rc, err, _ = launch(work, 2, "two-long", *LONG)
+    assert rc == 0, err
+    return str(work / "two-long")
+
+
+def wait_for_iter(proc, run, at, seconds=120):
+    metrics = os.path.join(run, runs.METRICS_FILE)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and any(json.loads(line)["iter"] >= at for line in open(metrics) if line.strip()):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{run} did not reach iteration {at}: {proc.poll()}")
+
+
+@pytest.mark.parametrize("sig,target", [(signal.SIGINT, "mpiexec"), (signal.SIGTERM, "mpiexec"),
+                                        (signal.SIGINT, "rank 1"), (signal.SIGTERM, "rank 0")])
+def test_a_signal_stops_every_rank_at_one_iteration_and_resume_is_exact(work, two_ranks_long, sig, target):
+    """mpiexec (Hydra) forwards SIGINT and SIGTERM to every rank; a signal that reaches one rank only
+    travels to the others in the step's Allreduce. Either way the job exits 128 + signal like one process."""
+    name = f"sig-{sig.name}-{target.replace(' ', '')}"
+    out, pids = work / name, work / f"{name}-pids"
+    pids.mkdir()
+    env = dict(os.environ, PYTHONPATH=ROOT, STEP_SLEEP="0.1", PID_DIR=str(pids))
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(work / "driver.py"), "train", "--out", str(out),
+                             "--data", str(work / "data"), *FLAGS, *LONG],
+                            env=env, cwd=str(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_iter(proc, str(out), 5)
+        pid = proc.pid if target == "mpiexec" else int((pids / target[-1]).read_text())
+        os.kill(pid, sig)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err
+    lines = [line for line in err.splitlines() if line.startswith("tinyllm")]
+    assert len(lines) == 1 and "Traceback" not in err, err  # rank 0 alone reports it
+    stopped = runs.last_state(str(out))["iter"]
+    assert 5 <= stopped < 40 and lines[0].startswith(f"tinyllm train: interrupted at iter {stopped}: saved"), err
+    assert sorted(os.listdir(out)) == ["best", "config.json", "last", "metrics.jsonl", "tokenizer.json"]
+    iters = [r["iter"] for r in runs.read_metrics(str(out))]
+    assert iters == sorted(set(iters)) and iters[-1] == stopped  # one writer, up to the saved iteration
+
+    rc, err, _ = launch(work, 2, name, resume=True)
+    assert rc == 0, err
+    assert_same_training(str(out), two_ranks_long, tol=0)

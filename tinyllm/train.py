@@ -280,13 +280,14 @@ def _train(data_dir, out_dir, cfg, meta, resume, overwrite, log, world):
                 (loss / accum if accum > 1 else loss).backward()  # the mean over micro-batches
                 loss_sum += loss_value
             if n_procs > 1:  # one Allreduce carries the gradients, the losses and any stop request
-                loss_sum, asked = world.average_gradients(params, (loss_sum, float(stop.signum is not None)))
+                loss_sum, sigints, sigterms = world.average_gradients(
+                    params, (loss_sum, float(stop.signum == signal.SIGINT), float(stop.signum == signal.SIGTERM)))
                 if not math.isfinite(loss_sum):  # every rank sees the same sum, so all stop here together
                     raise TrainingDiverged(f"loss became {loss_sum} at iteration {it} on at least one of {n_procs} "
                                            f"processes; stopping. The last good checkpoint is kept in "
                                            f"{out_dir}/{runs.LAST}")
-                if asked and stopping is None:
-                    stopping = stop.signum or signal.SIGTERM  # another rank was told to stop
+                if (sigints or sigterms) and stopping is None:  # the same verdict on every rank, whichever got it
+                    stopping = signal.SIGINT if sigints else signal.SIGTERM
             loss_value = loss_sum / (accum * n_procs)
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
