@@ -248,7 +248,7 @@ def _splits(a, b):
         return False
     work = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     if work <= SERIAL_UP_TO:  # the table's bar, without asking the guard (it never runs parallel here)
-        return pool.active() and work >= pool.PARALLEL_MIN["matmul"][0] and pool.threads() > 1
+        return pool.parallel("matmul", work, guard=False)
     return pool.parallel("matmul", work) or pool.guard_chose_serial()
 
 

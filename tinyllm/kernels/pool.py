@@ -44,15 +44,16 @@ GUARDED = frozenset({"adam", "layernorm", "softmax", "cross_entropy", "gelu", "e
                      "matmul"})
 
 
-def parallel(kernel, work):
+def parallel(kernel, work, guard=True):
     """Run ``kernel``'s parallel driver on ``work``? With more than one thread, when the work reaches
-    the kernel's minimum in ``PARALLEL_MIN`` (the one-pool column when the setup holds)."""
+    the kernel's minimum in ``PARALLEL_MIN`` (the one-pool column when the setup holds), and, for a
+    guarded row, when ``GUARD`` says so (``guard=False``: the table's answer alone)."""
     in_pool, shared = PARALLEL_MIN[kernel]
     if work < in_pool and work < shared:  # too small either way: the common case, answered cheaply
         return False
     if not (work >= (in_pool if active() else shared) and threads() > 1):
         return False
-    if kernel not in GUARDED or not GUARD.enabled:
+    if not guard or kernel not in GUARDED or not GUARD.enabled:
         return True
     global _asked
     key = (_calling, kernel, int(work).bit_length())
