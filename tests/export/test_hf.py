@@ -40,6 +40,15 @@ def random_gpt(seed=0, dtype=np.float32, **overrides):
     return model.eval()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The models are tiny: torch's thread pool only costs time here (10x on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def char_tok():
     return CharTokenizer.from_text(TEXT)
@@ -120,6 +129,7 @@ def test_notes(exported):
     assert any("bias=False" in n for n in notes) == (not c.bias)
     assert any("sinusoidal" in n for n in notes) == (c.pos_encoding == "sinusoidal")
     assert any("float64" in n for n in notes) == (exported["model"].lm_head.weight.data.dtype == np.float64)
+    assert any("untied lm_head" in n for n in notes) == (not c.tie_weights)
 
 
 def test_logits_equal_tinyllm(exported):
@@ -306,3 +316,19 @@ def test_load_tokenizer_refuses_other_hf_json(tmp_path):
     tok.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(ValueError, match="Hugging Face tokenizer.json of a kind tinyllm cannot run exactly"):
         load_tokenizer(str(tmp_path))
+
+
+def test_bpe_custom_split_pattern_is_written_with_a_note(tmp_path):
+    ours = BPETokenizer(r"\w+|\s+|[^\w\s]+").train(TEXT, vocab_size=280)
+    notes = write_hf_tokenizer(ours, str(tmp_path))
+    assert any("custom split pattern" in n for n in notes)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert theirs.encode(TEXT) == ours.encode(TEXT)
+
+
+def test_refuses_bpe_tokens_with_equal_bytes(tmp_path):
+    # "ab"+"c" and "a"+"bc" both make b"abc": two ids that one HF vocabulary entry cannot hold
+    ours = BPETokenizer.from_dict({"type": "bpe", "pattern": "gpt4", "merges": [[97, 98], [256, 99], [98, 99], [97, 258]]})
+    with pytest.raises(ExportError, match=r"BPE tokens 257 and 259 have the same bytes b'abc'"):
+        to_hf(random_gpt(vocab_size=260), ours, str(tmp_path / "x"))
+    assert os.listdir(tmp_path) == []

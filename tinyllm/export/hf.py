@@ -57,6 +57,7 @@ def hf_config(model, tokenizer=None):
     ``GPT2Config`` writes that change the model; the rest keep its defaults."""
     c = model.config
     eos = _eos_id(tokenizer)
+    tied = model.lm_head.weight is model.wte.weight  # what hf_state writes, whatever the config says
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -69,7 +70,7 @@ def hf_config(model, tokenizer=None):
         "n_inner": None,  # GPT-2's 4 * n_embd, as tinyllm's MLP
         "activation_function": "gelu_new" if c.activation == "gelu_tanh" else "gelu",
         "layer_norm_epsilon": float(c.layer_norm_eps),
-        "tie_word_embeddings": bool(c.tie_weights),
+        "tie_word_embeddings": tied,
         # The dropouts tinyllm trained with, in GPT-2's three places (which are tinyllm's): fine-tuning
         # in transformers then regularizes as tinyllm did; inference (eval mode) ignores them.
         "resid_pdrop": float(c.dropout),
@@ -230,6 +231,8 @@ def to_hf(model, tokenizer, out_dir):
     if tokenizer is not None:
         _check_vocab(tokenizer, c.vocab_size, who)
     notes = list(gpt2_notes(model))
+    if model.lm_head.weight is not model.wte.weight:
+        notes.append("untied lm_head: written as lm_head.weight with tie_word_embeddings=false")
     config = hf_config(model, tokenizer)
     state = hf_state(model)
     with new_output_dir(out_dir, who) as tmp:
