@@ -328,7 +328,8 @@ def test_bpe_custom_split_pattern_is_written_with_a_note(tmp_path):
 
 def test_refuses_bpe_tokens_with_equal_bytes(tmp_path):
     # "ab"+"c" and "a"+"bc" both make b"abc": two ids that one HF vocabulary entry cannot hold
-    ours = BPETokenizer.from_dict({"type": "bpe", "pattern": "gpt4", "merges": [[97, 98], [256, 99], [98, 99], [97, 258]]})
+    merges = [[97, 98], [256, 99], [98, 99], [97, 258]]
+    ours = BPETokenizer.from_dict({"type": "bpe", "pattern": "gpt4", "merges": merges})
     with pytest.raises(ExportError, match=r"BPE tokens 257 and 259 have the same bytes b'abc'"):
         to_hf(random_gpt(vocab_size=260), ours, str(tmp_path / "x"))
     assert os.listdir(tmp_path) == []
