@@ -188,7 +188,7 @@ def test_notes_exact_gelu_and_end_of_text(tmp_path):
     notes = to_gguf(tiny_gpt(tok.vocab_size, activation="gelu"), tok, tmp_path / "a")
     assert len(notes) == 2 and notes[0].startswith("exact GELU") and "tanh" in notes[0]
     assert "at most " in notes[0] and "argmaxes" in notes[0]
-    assert f"id 11 ({piece(tok.chars[11].encode())!r}" in notes[1] and "--ignore-eos" in notes[1]
+    assert f"id 11 ({tok.chars[11]!r})" in notes[1] and "--ignore-eos" in notes[1]
     assert to_gguf(tiny_gpt(tok.vocab_size + 1), tok, tmp_path / "b") == []  # a spare row takes <|endoftext|>
 
 

@@ -161,9 +161,11 @@ def _vocab(tokenizer, vocab_size, who):
                           f"tokens")
     eos = special.get(ENDOFTEXT)
     if eos is None and vocab_size > LLAMA_DEFAULT_EOS:
+        byte = {c: b for b, c in bytes_to_unicode().items()}
+        text = bytes(byte[c] for c in tokens[LLAMA_DEFAULT_EOS]).decode("utf-8", "replace")
         notes.append(f"no end-of-text token: llama.cpp's gpt2 vocabulary always has one and takes id "
-                     f"{LLAMA_DEFAULT_EOS} ({tokens[LLAMA_DEFAULT_EOS]!r} in GPT-2's byte alphabet), so llama-cli "
-                     f"and llama-server stop when the model writes it; pass --ignore-eos to write through it")
+                     f"{LLAMA_DEFAULT_EOS} ({text!r}), so llama-cli and llama-server stop when the model writes it; "
+                     f"pass --ignore-eos to write through it")
     return tokens, [int(t) for t in types], merges, pre, eos, notes
 
 
@@ -271,8 +273,10 @@ def to_gguf(model, tokenizer, out_dir, dtype="f32"):
     ``dtype``: ``"f32"`` (default), ``"f16"`` or ``"q8_0"`` for the 2-D weight matrices; the position
     table, norms and biases stay f32, as llama.cpp's convert script writes them. ``tokenizer``: the
     model's CharTokenizer, BPETokenizer or GPT2Tokenizer; llama.cpp then tokenizes and detokenizes text
-    as tinyllm does. None writes a byte-level stand-in vocabulary: llama.cpp runs the model on token ids,
-    but text means nothing. Returns notes on what was converted (a model with exact GELU runs in
+    as tinyllm does (llama.cpp's C ``llama_detokenize``, unlike the token pieces that llama-cli prints and
+    llama-cpp-python joins, also drops the space before , . ! ? for a BPE vocabulary, as its "gpt-2" and
+    "dbrx" pre-tokenizers ask). None writes a byte-level stand-in vocabulary: llama.cpp runs the model on
+    token ids, but text means nothing. Returns notes on what was converted (a model with exact GELU runs in
     llama.cpp with the tanh GELU: the note gives the difference this makes). Needs the gguf package
     (``pip install 'tinyllm[export]'``)."""
     _gguf("to_gguf")
