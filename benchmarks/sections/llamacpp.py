@@ -1,5 +1,5 @@
 """The llamacpp section: greedy generation, tinyllm against llama.cpp (through llama-cpp-python) on the
-same random GPT-2-small weights, exported with ``tinyllm.export.save_gguf``. Skipped without llama_cpp.
+same random GPT-2-small weights, exported with ``tinyllm.export.gguf.save_gguf``. Skipped without llama_cpp.
 
 llama.cpp takes the opponent's place in the row (the ``torch_*`` keys, as HF does in ``generate``), so
 the ratio is tinyllm's time / llama.cpp's time.
@@ -31,9 +31,10 @@ def load_llama(model):
     own memory (no mmap) so the file is gone before anything is timed. KV cache in f32, as tinyllm's."""
     import llama_cpp
 
-    from tinyllm.export import save_gguf
+    from tinyllm.export.gguf import save_gguf
     with tempfile.TemporaryDirectory() as d:
-        path = save_gguf(model, os.path.join(d, "model.gguf"))
+        path = os.path.join(d, "model.gguf")
+        save_gguf(model, path)  # no tokenizer: a byte-level stand-in vocabulary, enough for token ids
         return llama_cpp.Llama(model_path=path, n_ctx=model.config.block_size, n_batch=512, n_threads=THREADS,
                                n_threads_batch=THREADS, use_mmap=False, type_k=GGML_TYPE_F32,
                                type_v=GGML_TYPE_F32, seed=0, verbose=False)
@@ -94,7 +95,7 @@ def run(ctx, quick, shape=None, new_tokens=None, reps=None):
     del llm, model  # ~1 GB between the two copies of the weights
     notes = [f"Greedy decoding at batch 1 from a {PROMPT_LEN}-token prompt (token ids, no text), {THREADS} threads "
              "each, f32 weights and KV cache on both sides. tinyllm's GPT (GPT-2 small, random weights, tanh GELU) "
-             "is exported with `tinyllm.export.save_gguf` and run by llama.cpp's gpt2 graph through "
+             "is exported with `tinyllm.export.gguf.save_gguf` and run by llama.cpp's gpt2 graph through "
              "`Llama.generate(temp=0)`. ms is one whole call (prefill included); the ratio is tinyllm's time / "
              "llama.cpp's, so below 1.0 tinyllm is faster.",
              "Target: at least llama.cpp's tokens/s (ratio <= 1.0) with identical tokens."]
