@@ -118,7 +118,7 @@ CONFIGS = {
     "gelu_tanh": dict(activation="gelu_tanh"),
     "untied": dict(tie_weights=False),
     "no-bias": dict(bias=False),
-    "sinusoidal": dict(pos_encoding="sinusoidal", activation="gelu_tanh", tie_weights=False),
+    "sinusoidal": dict(pos_encoding="sinusoidal", activation="gelu_tanh", tie_weights=False, layer_norm_eps=1e-2),
 }
 
 

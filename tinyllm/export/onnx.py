@@ -103,14 +103,15 @@ class _Graph:
         return self.op("LayerNormalization", *inputs, axis=-1, epsilon=float(ln.eps))
 
     def gelu(self, x, approximate):
-        """x Phi(x): 0.5 x (1 + erf(x / sqrt 2)), or GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+        """x Phi(x): 0.5 x (1 + erf(x / sqrt 2)), or GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+        node for node in the forms ONNX Runtime's GeluFusion and FastGeluFusion turn into one kernel."""
         half, one = self._scalar("gelu.half", 0.5), self._scalar("gelu.one", 1.0)
         if approximate == "tanh":
-            cube = self.op("Mul", self.op("Mul", x, x), x)
+            cube = self.op("Pow", x, self._scalar("gelu.three", 3.0))
             inner = self.op("Add", x, self.op("Mul", cube, self._scalar("gelu.c", 0.044715)))
             t = self.op("Tanh", self.op("Mul", inner, self._scalar("gelu.sqrt_2_over_pi", math.sqrt(2 / math.pi))))
         else:
-            t = self.op("Erf", self.op("Mul", x, self._scalar("gelu.inv_sqrt_2", 1 / math.sqrt(2))))
+            t = self.op("Erf", self.op("Div", x, self._scalar("gelu.sqrt_2", math.sqrt(2))))
         return self.op("Mul", self.op("Mul", x, half), self.op("Add", t, one))
 
     def _names(self):
