@@ -96,7 +96,8 @@ def test_checker_and_interface(default_export):
     outs = {v.name: (v.type.tensor_type.elem_type, dims(v)) for v in m.graph.output}
     I64, F32 = onnx.TensorProto.INT64, onnx.TensorProto.FLOAT
     assert ins == {"input_ids": (I64, ["batch", "seq"]), "position_ids": (I64, ["batch", "seq"]),
-                   **{f"past_{kv}_{i}": (F32, ["batch", 2, "past_seq", 16]) for i in range(2) for kv in ("key", "value")}}
+                   **{f"past_{kv}_{i}": (F32, ["batch", 2, "past_seq", 16])
+                      for i in range(2) for kv in ("key", "value")}}
     assert outs == {"logits": (F32, ["batch", "seq", c.vocab_size]),
                     **{f"present_{kv}_{i}": (F32, ["batch", 2, "past_seq + seq", 16])
                        for i in range(2) for kv in ("key", "value")}}

@@ -47,13 +47,13 @@ import os
 
 import numpy as np
 
-from .common import ExportError, check_gpt, host_array, new_output_dir, position_table
+from .common import check_gpt, host_array, new_output_dir, position_table
 
 __all__ = ["to_onnx", "onnx_model", "OPSET"]
 
 # Opset 17 is the first with LayerNormalization and has everything else used here; GELU is written as
 # its formula (Erf or Tanh), which ONNX Runtime fuses into one kernel at its extended level anyway, so
-# opset 20's Gelu would only shut out runtimes older than it (ONNX Runtime < 1.17).
+# opset 20's Gelu would only shut out runtimes without opset 20 (ONNX Runtime before 1.17).
 OPSET = 17
 IR_VERSION = 8  # the IR that opset 17 came with: the oldest runtime that can run the graph can read it
 MASKED = -1e30  # scores of keys a query may not see; exp underflows to exactly 0 in float32
@@ -75,7 +75,7 @@ class _Graph:
 
     def __init__(self, onnx):
         self.onnx, self.h = onnx, onnx.helper
-        self.nodes, self.inits, self.n = [], [], 0
+        self.nodes, self.inits, self.scalars, self.n = [], [], set(), 0
 
     def weight(self, name, array):
         self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
@@ -114,17 +114,18 @@ class _Graph:
             t = self.op("Erf", self.op("Div", x, self._scalar("gelu.sqrt_2", math.sqrt(2))))
         return self.op("Mul", self.op("Mul", x, half), self.op("Add", t, one))
 
-    def _names(self):
-        return {t.name for t in self.inits}
-
     def _scalar(self, name, value):
-        return name if name in self._names() else self.const(name, value, np.float32)
+        """A float32 constant shared by every layer that uses it."""
+        if name not in self.scalars:
+            self.scalars.add(name)
+            self.const(name, value, np.float32)
+        return name
 
 
-def onnx_model(model, tokenizer=None):
+def onnx_model(model):
     """The ``onnx.ModelProto`` that ``to_onnx`` writes, and its notes; see the module docstring for the graph."""
-    onnx = _need_onnx()
     check_gpt(model, "to_onnx")
+    onnx = _need_onnx()
     h, TP = onnx.helper, onnx.TensorProto
     c = model.config
     nh, hs, C = c.n_head, c.n_embd // c.n_head, c.n_embd
@@ -138,10 +139,9 @@ def onnx_model(model, tokenizer=None):
     g = _Graph(onnx)
 
     # -- the causal mask, from the shapes alone: (T, S) True where key j lies after query i's position P + i
-    T = g.op("Shape", "input_ids", start=1, end=2)  # (1,) int64
-    P = g.op("Shape", "past_key_0", start=2, end=3)
-    zero, one = g.const("axis0", [0]), g.const("scalar.one", 1)
-    t_, p_ = g.op("Squeeze", T, zero), g.op("Squeeze", P, zero)  # Range takes scalars
+    axis0, one = g.const("axis0", [0]), g.const("scalar.one", 1)
+    t_ = g.op("Squeeze", g.op("Shape", "input_ids", start=1, end=2), axis0)  # T, a scalar as Range wants
+    p_ = g.op("Squeeze", g.op("Shape", "past_key_0", start=2, end=3), axis0)  # P
     s_ = g.op("Add", p_, t_)
     q_pos = g.op("Unsqueeze", g.op("Range", p_, s_, one), g.const("axis1", [1]))  # (T, 1): P .. S-1
     k_pos = g.op("Range", g.const("scalar.zero", 0), s_, one)  # (S,): 0 .. S-1
@@ -209,9 +209,10 @@ def to_onnx(model, tokenizer, out_dir):
     module docstring for its inputs, outputs and a decode loop with onnxruntime). Returns notes on what
     was converted. ``tokenizer`` may be None: the graph takes token ids, so it needs none.
     """
-    proto, notes = onnx_model(model, tokenizer)
+    check_gpt(model, "to_onnx")
     onnx = _need_onnx()
-    with new_output_dir(out_dir, "to_onnx") as tmp:
+    with new_output_dir(out_dir, "to_onnx") as tmp:  # checks out_dir before the graph is built
+        proto, notes = onnx_model(model)
         path = os.path.join(tmp, "model.onnx")
         big = sum(len(t.raw_data) for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
         onnx.save_model(proto, path, save_as_external_data=big, all_tensors_to_one_file=True,
