@@ -157,6 +157,18 @@ def test_no_bias_and_sinusoidal_graph(tmp_path):
         model.pos_table.data)
 
 
+@pytest.mark.parametrize("activation,fused", [("gelu", "BiasGelu"), ("gelu_tanh", "FastGelu")])
+def test_onnxruntime_fuses_the_gelu(activation, fused, tmp_path):
+    """GELU is written as its formula in the node forms ONNX Runtime's extended level turns into one kernel."""
+    path, _ = export(tiny_gpt(activation=activation), tmp_path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count(fused) == 2 and not {"Erf", "Tanh", "Pow"} & set(ops)
+
+
 def tinyllm_steps(model, ids, steps):
     """tinyllm's own greedy loop on its cache: the tokens and the logits of every step."""
     caches, tokens, all_logits = model.new_caches(), ids, []

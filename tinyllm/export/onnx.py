@@ -11,10 +11,11 @@ The graph (B = batch, T = seq, P = past_seq, S = P + T; every layer i of n_layer
              present_key_i   (B, n_head, S, hs)  past_key_i with the new keys appended: the next
              present_value_i (B, n_head, S, hs)  step's past_key_i, so a decode step costs O(S)
 
-Positions are an input, not computed in the graph: the caller knows them, and deriving them from shapes
-inside the graph is what broke ONNX Runtime's extended optimisations. The causal mask is built from the
-shapes (query i sits at position P + i and sees key j iff j <= P + i), so the prompt, a one-token decode
-step and a several-token chunk on a cache all run the same graph.
+Positions are an input, not computed in the graph: the caller knows them, and a graph that computed its
+own broke ONNX Runtime's extended optimisation level when that was tried. The causal mask is built from
+the shapes (query i sits at position P + i and sees key j iff j <= P + i), so the prompt, a one-token
+decode step and a several-token chunk on a cache all run the same graph. The file's metadata holds the
+model's GPTConfig as JSON (key ``config``).
 
 Example, prefill then greedy decoding with onnxruntime::
 
