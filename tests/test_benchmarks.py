@@ -309,7 +309,7 @@ def test_llamacpp_section_smoke():
         return
     (row,) = rows
     assert row["numba_tok_s"] > 0 and row["torch_tok_s"] > 0 and row["numba_vs_torch"] > 0
-    # token equality is tests/test_export_gguf.py's; at this size GPT-2's init leaves near-ties in the logits
+    # token equality is tests/export/test_gguf.py's; at this size GPT-2's init leaves near-ties in the logits
     assert 0.0 <= row["same_tokens"] <= 1.0 and row["opponent"].startswith("llama.cpp")
     assert (row["first_difference"] is None) == (row["same_tokens"] == 1.0)
     assert "| 12 new tokens |" in report.table("llamacpp", rows)

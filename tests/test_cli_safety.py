@@ -138,6 +138,16 @@ def _bad_invocations(w):
         (["search", "--data", os.path.join(t, "nowhere"), "--out", new, "--space", os.path.join(t, "space_bad.json")],
          "no meta.json"),
         (["demo", "--iters", "0"], "--iters must be a positive integer, got 0"),
+        # export
+        (["export", "--run", run, "--format", "hf", "--out", run], "already exists and is not an empty directory"),
+        (["export", "--run", run, "--format", "gguf", "--out", d], "already exists and is not an empty directory"),
+        (["export", "--run", qrun, "--format", "gguf", "--out", new], "is an int8 run: export the float run"),
+        (["export", "--run", os.path.join(t, "a_dir"), "--format", "onnx", "--out", new], "has no 'best' checkpoint"),
+        (["export", "--run", os.path.join(t, "nowhere"), "--format", "hf", "--out", new], "does not exist"),
+        (["export", "--run", run, "--format", "hf", "--dtype", "q8_0", "--out", new], "applies to the gguf format only"),
+        (["export", "--run", run, "--format", "gguf", "--dtype", "q4", "--out", new], "argument --dtype: invalid choice"),
+        (["export", "--run", run, "--format", "pt", "--out", new], "argument --format: invalid choice: 'pt'"),
+        (["export", "--run", run, "--format", "hf"], "the following arguments are required: --out"),
         (["nonsense"], "invalid choice: 'nonsense'"),
     ]
 

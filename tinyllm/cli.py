@@ -8,6 +8,7 @@ Argument parsing only; each command calls into the library:
     quantize                   ->  tinyllm.runs.quantize_run (tinyllm.nn.quantized)
     search                     ->  tinyllm.search
     merge                      ->  tinyllm.runs.merge_run (tinyllm.nn.lora)
+    export                     ->  tinyllm.export (Hugging Face, GGUF, ONNX)
     demo                       ->  tinyllm.demo
 
 Every value is checked before anything on disk is touched, and every error a user can cause is one
@@ -383,6 +384,19 @@ def _merge(args):
     return 0
 
 
+def _export(args):
+    from .export import export_run
+    files = {"hf": "config.json, model.safetensors and the tokenizer", "gguf": "model.gguf", "onnx": "model.onnx"}
+    try:
+        notes = export_run(args.run, args.format, args.out, checkpoint=args.checkpoint, dtype=args.dtype)
+    except ImportError as e:  # the export extra is missing: its message names the pip command
+        raise RuntimeError(str(e)) from None
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {args.out} ({files[args.format]})")
+    return 0
+
+
 def _plot(args):
     from .plot import plot_run
     path = plot_run(args.run, args.out)
@@ -499,6 +513,14 @@ def build_parser():
     p.add_argument("--out", required=True, help="the new run directory (must not exist yet)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to merge")
     p.set_defaults(func=_merge)
+
+    p = sub.add_parser("export", help="write a run's model for Hugging Face (hf), llama.cpp (gguf) or ONNX Runtime (onnx)")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory")
+    p.add_argument("--format", required=True, choices=["hf", "gguf", "onnx"], help="what to write")
+    p.add_argument("--out", required=True, help="the new directory to write (must not exist, or be empty)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to export")
+    p.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f32", help="GGUF weight type (hf and onnx: f32)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("search", help="grid or random hyper-parameter search over train's config fields")
     p.add_argument("--data", default=DEFAULT_DATA, help="prepared data directory")

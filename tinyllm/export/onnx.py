@@ -49,6 +49,7 @@ import os
 import numpy as np
 
 from .common import check_gpt, host_array, new_output_dir, position_table
+from .hf import write_hf_tokenizer
 
 __all__ = ["to_onnx", "onnx_model", "OPSET"]
 
@@ -208,7 +209,8 @@ def onnx_model(model):
 def to_onnx(model, tokenizer, out_dir):
     """Write ``out_dir/model.onnx``: a GPT's logits and key/value cache as an opset-17 ONNX graph (see the
     module docstring for its inputs, outputs and a decode loop with onnxruntime). Returns notes on what
-    was converted. ``tokenizer`` may be None: the graph takes token ids, so it needs none.
+    was converted. ``tokenizer`` (or None: the graph takes token ids) is written beside it as Hugging Face
+tokenizer files (``tokenizer.json``), which ``tokenizers`` and transformers load.
     """
     check_gpt(model, "to_onnx")
     onnx = _need_onnx()
@@ -220,6 +222,7 @@ def to_onnx(model, tokenizer, out_dir):
                         location="model.onnx.data")
         if big:
             notes.append("weights over 1 GiB: stored in model.onnx.data beside model.onnx (ONNX external data)")
-        # MERGE: the tokenizer goes here, beside model.onnx, once tinyllm.export.hf exists:
-        #     if tokenizer is not None: notes += write_hf_tokenizer(tokenizer, tmp) or []
+        if tokenizer is not None:  # ONNX holds no vocabulary: HF's tokenizer files go beside the graph
+            notes += write_hf_tokenizer(tokenizer, tmp, vocab_size=model.config.vocab_size,
+                                        model_max_length=model.config.block_size, who="to_onnx")
     return notes
