@@ -57,6 +57,11 @@ def test_hf_export_loads_in_transformers_with_the_same_logits_and_ids(runs, caps
         theirs = hf(torch.tensor(ids)).logits.numpy()
     ours = model(ids)[0].data
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in os.listdir(out):  # an export is for sharing: the user's umask, not private files
+        assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~umask, name
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_gguf_export_reads_back_with_every_weight(runs, capsys):

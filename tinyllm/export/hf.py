@@ -220,7 +220,7 @@ def to_hf(model, tokenizer, out_dir):
     Face GPT-2 model: config.json, generation_config.json, model.safetensors (float32) and the tokenizer
     files (see :func:`write_hf_tokenizer`). ``tokenizer`` may be None: the model alone is written, and
     transformers then runs on token ids. Returns notes on what was converted."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     who = "to_hf"
     check_gpt(model, who)
@@ -240,7 +240,10 @@ def to_hf(model, tokenizer, out_dir):
         _write_json(os.path.join(tmp, "generation_config.json"),
                     {"_from_model_config": True, "bos_token_id": config["bos_token_id"],
                      "eos_token_id": config["eos_token_id"]})
-        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        # save() to bytes, then an ordinary open(): save_file makes the file private (0600), and an
+        # export is meant to be shared
+        with open(os.path.join(tmp, "model.safetensors"), "wb") as f:
+            f.write(save(state, metadata={"format": "pt"}))
         if tokenizer is None:
             notes.append("no tokenizer: only the model was written; transformers runs it on token ids")
         else:
