@@ -148,3 +148,23 @@ def test_the_installed_command_prints_what_it_wrote(runs):
                         "q8_0", "--out", out], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert p.returncode == 0 and p.stderr == "" and f"wrote {out} (model.gguf)" in p.stdout, p.stderr
     assert os.path.getsize(os.path.join(out, "model.gguf")) > 0
+
+
+def test_the_agreement_benchmark_measures_each_installed_format(runs):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("transformers")
+    env = dict(os.environ)
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks import export_agreement  # a script: it sets thread variables for its own process
+    finally:
+        sys.path.remove(ROOT)
+        os.environ.clear()
+        os.environ.update(env)
+    _, run, _, _ = runs
+    config, rows, skipped = export_agreement.measure(run)
+    got = {(r["format"], r["dtype"]): r for r in rows}
+    for key in (("hf", "f32"), ("onnx", "f32")):
+        assert got[key]["max_rel"] < 1e-5 and got[key]["argmax_agree"] == 1.0 and got[key]["greedy_same"] == 1.0
+    assert got[("hf", "f32")]["beam_same"] == 1.0
+    assert len(rows) + len(skipped) == len(export_agreement.CASES)
