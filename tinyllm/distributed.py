@@ -10,6 +10,7 @@ import contextlib
 import copy
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -146,6 +147,9 @@ class MPIWorld:
                 raise
             print(f"tinyllm: rank {self.rank} of {self.size} failed: {type(e).__name__}: {e}; ending all "
                   f"{self.size} processes", file=sys.stderr, flush=True)
+            # Abort kills the launcher's I/O forwarding with the processes; on a loaded machine the line
+            # above was lost unless the launcher got a moment to pass it on
+            time.sleep(1.0)
             self.comm.Abort(1)
 
 
