@@ -1,5 +1,6 @@
 """Module hooks against torch on the same weights: forward pre-hooks and forward hooks (order, replaced
-args and outputs, kwargs, always_call, prepend), handles, and hooks never reaching state_dict."""
+args and outputs, kwargs, always_call, prepend), handles, hooks never reaching state_dict, and full
+backward hooks and pre-hooks (what grad_input and grad_output hold, replacing them, call order)."""
 import copy
 
 import numpy as np
@@ -39,8 +40,8 @@ def x_data(shape, seed=1):
 
 
 def copy_of(t):
-    """A NumPy copy of a tinyllm or torch tensor."""
-    return t.detach().numpy().copy()
+    """A NumPy copy of a tinyllm or torch tensor (or of an array: tinyllm's ``.grad``)."""
+    return np.array(t, copy=True) if isinstance(t, np.ndarray) else t.detach().numpy().copy()
 
 
 def test_forward_pre_hook_replaces_args_as_torch():
@@ -200,3 +201,194 @@ def test_no_hooks_calls_forward_directly():
     calls = []
     m.forward = lambda x: calls.append(x) or "out"
     assert m("in") == "out" and calls == ["in"]
+
+
+# -- full backward hooks ------------------------------------------------------------------------------
+
+
+def snapshot(grads):
+    return [None if g is None else copy_of(g) for g in grads]
+
+
+def assert_same(ours, theirs, rtol=1e-10):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        if isinstance(a, str) or a is None:
+            assert a == b if isinstance(a, str) else b is None
+        elif isinstance(a, (list, tuple)):
+            assert_same(a, b, rtol)
+        else:
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12)
+
+
+def add_backward_hooks(module, log, name, scale=None, pre_scale=None):
+    """Record what each hook sees, then optionally replace grad_output (pre-hook) or grad_input."""
+    def pre(mod, grad_output):
+        log.append((name + ":pre", snapshot(grad_output)))
+        if pre_scale is not None:
+            return tuple(None if g is None else g * pre_scale for g in grad_output)
+
+    def hook(mod, grad_input, grad_output):
+        log.append((name, snapshot(grad_input), snapshot(grad_output)))
+        if scale is not None:
+            return tuple(None if g is None else g * scale for g in grad_input)
+
+    module.register_full_backward_pre_hook(pre)
+    return module.register_full_backward_hook(hook)
+
+
+@pytest.fixture(params=["plain", "fast"])
+def mode(request):
+    with tl.backend.use_plain(request.param == "plain"):
+        yield request.param
+
+
+def run_both(make, x_shapes, loss, hook_targets, scale=None, pre_scale=None, needs=None):
+    """Build the module pair, hook ``hook_targets(module)`` -> {name: submodule}, run ``loss`` on the
+    same inputs, and compare the hook logs and every gradient."""
+    ours, theirs = make()
+    xs = [x_data(s, seed=i + 1) for i, s in enumerate(x_shapes)]
+    needs = needs or [True] * len(xs)
+    logs, results = [], []
+    for m, lib in ((ours, tl), (theirs, torch)):
+        log = []
+        for name, sub in hook_targets(m).items():
+            add_backward_hooks(sub, log, name, scale, pre_scale)
+        ins = [lib.tensor(x, requires_grad=n) for x, n in zip(xs, needs)]
+        loss(m(*ins), lib).backward()
+        logs.append(log)
+        results.append([copy_of(t.grad) for t, n in zip(ins, needs) if n] + [copy_of(p.grad) for p in m.parameters()])
+    assert [e[0] for e in logs[0]] == [e[0] for e in logs[1]]
+    assert_same(logs[0], logs[1])
+    assert_same(results[0], results[1])
+    return logs[0]
+
+
+def square_sum(out, lib):
+    return (out * out).sum()
+
+
+@pytest.mark.parametrize("scale,pre_scale", [(None, None), (3.0, None), (None, -2.0)])
+def test_full_backward_hook_on_linear_matches_torch(mode, scale, pre_scale):
+    log = run_both(linear_pair, [(2, 4)], square_sum, lambda m: {"lin": m}, scale, pre_scale)
+    assert [e[0] for e in log] == ["lin:pre", "lin"]
+    assert log[1][1][0].shape == (2, 4) and log[1][2][0].shape == (2, 3)  # grad w.r.t. x, w.r.t. the output
+
+
+def test_full_backward_hook_on_layer_norm_matches_torch(mode):
+    def make():
+        torch.manual_seed(0)
+        theirs = torch.nn.LayerNorm(5).double()
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 1.5)
+            theirs.bias.uniform_(-1, 1)
+        ours = nn.LayerNorm(5).to(np.float64)
+        ours.load_state_dict(theirs.state_dict())
+        return ours, theirs
+    run_both(make, [(3, 5)], lambda out, lib: (out.tanh() * out).sum(), lambda m: {"ln": m}, scale=0.5)
+
+
+def test_full_backward_hooks_in_a_two_layer_mlp_match_torch(mode):
+    def make():
+        torch.manual_seed(0)
+        theirs = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 3)).double()
+        ours = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3)).to(np.float64)
+        ours.load_state_dict(theirs.state_dict())
+        return ours, theirs
+    targets = lambda m: {"seq": m, "fc1": m[0], "act": m[1], "fc2": m[2]}
+    log = run_both(make, [(2, 4)], square_sum, targets)
+    # as torch: from the output inwards, each module's pre-hook then (after its inside) its hook
+    assert [e[0] for e in log] == ["seq:pre", "fc2:pre", "fc2", "act:pre", "act", "fc1:pre", "fc1", "seq"]
+    run_both(make, [(2, 4)], square_sum, targets, scale=2.0, pre_scale=0.5)
+
+
+class TwoInputs(nn.Module):
+    """forward(a, b, scale): a's gradient is wanted, b's not, scale is not a Tensor; two outputs."""
+
+    def __init__(self, lib_nn=nn):
+        super().__init__()
+        self.lin = lib_nn.Linear(3, 3)
+
+    def forward(self, a, b, scale=2.0):
+        h = self.lin(a) * scale + b.tanh()
+        return h, (h * a).sum(-1)
+
+
+class TorchTwoInputs(torch.nn.Module):
+    __init__ = lambda self: (torch.nn.Module.__init__(self), setattr(self, "lin", torch.nn.Linear(3, 3)))[0]
+    forward = TwoInputs.forward
+
+
+def two_inputs_pair():
+    torch.manual_seed(0)
+    theirs = TorchTwoInputs().double()
+    ours = TwoInputs().to(np.float64)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def test_unused_inputs_get_zeros_and_unused_outputs_none_as_torch(mode):
+    def loss(out, lib):
+        return out[0].sum()  # the second output is not used
+    log = run_both(two_inputs_pair, [(2, 3), (2, 3)], loss, lambda m: {"two": m}, needs=[True, False])
+    assert log[0][1][1] is None and log[1][2][1] is None
+
+
+@pytest.mark.parametrize("scale", [None, 4.0])
+def test_full_backward_hook_with_an_input_that_needs_no_grad_matches_torch(mode, scale):
+    def loss(out, lib):
+        h, s = out
+        return (h * h).sum() + s.sum()
+    log = run_both(two_inputs_pair, [(2, 3), (2, 3)], loss, lambda m: {"two": m}, scale, needs=[True, False])
+    _, grad_input, grad_output = log[1]
+    # torch gives zeros (not None) for the Tensor that needs no gradient
+    assert len(grad_input) == 2 and np.abs(grad_input[0]).max() > 0 and not grad_input[1].any()
+    assert len(grad_output) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing when gradients are computed with respect to module outputs")
+def test_full_backward_hook_when_no_input_needs_grad_matches_torch(mode):
+    log = run_both(linear_pair, [(2, 4)], square_sum, lambda m: {"lin": m}, needs=[False])
+    assert log[1][1] == [None]
+    ours, _ = linear_pair()
+    ours.register_full_backward_hook(lambda mod, gi, go: (tl.ones(2, 4),))
+    with pytest.raises(RuntimeError, match="where no input requires gradient should always return None"):
+        ours(tl.tensor(x_data((2, 4)))).sum().backward()
+
+
+def test_full_backward_hooks_on_a_gpt_block_match_torch(mode):
+    def loss(out, lib):
+        return (F if lib is tl else TF).cross_entropy(out, lib.tensor([0, 1, 2]))
+    targets = lambda m: {"ln_1": m.ln_1, "mlp": m.mlp, "q": m.q, "block": m}
+    run_both(block_pair, [(B, T, C)], loss, targets)
+    run_both(block_pair, [(B, T, C)], loss, targets, scale=1.5, pre_scale=0.5)
+
+
+def test_backward_hook_results_of_a_wrong_length_raise():
+    ours, _ = linear_pair()
+    ours.register_full_backward_hook(lambda mod, gi, go: (None, None))
+    with pytest.raises(RuntimeError, match="invalid number of grad_input, got 2, but expected 1"):
+        ours(tl.tensor(x_data((2, 4)), requires_grad=True)).sum().backward()
+
+
+def test_removed_backward_hooks_leave_the_graph_as_it_was():
+    ours, _ = linear_pair()
+    x = tl.tensor(x_data((2, 4)), requires_grad=True)
+    plain_op = type(ours(x)._ctx)
+    calls = []
+    h1 = ours.register_full_backward_hook(lambda mod, gi, go: calls.append(1))
+    h2 = ours.register_full_backward_pre_hook(lambda mod, go: calls.append(0))
+    out = ours(x)
+    assert type(out._ctx) is not plain_op  # wrapped while hooks exist
+    out.sum().backward()
+    assert calls == [0, 1]
+    h1.remove()
+    h2.remove()
+    out = ours(x)
+    assert type(out._ctx) is plain_op
+    out.sum().backward()
+    assert calls == [0, 1]
+    with tl.no_grad():  # nothing to wrap without a graph
+        h = ours.register_full_backward_hook(lambda mod, gi, go: calls.append(2))
+        assert type(ours(x)._ctx) is type(None)
+        h.remove()

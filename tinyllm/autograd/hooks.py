@@ -8,6 +8,7 @@ does nothing. ``with t.register_hook(fn): ...`` removes the hook when the block 
 import itertools
 import weakref
 
+
 _ids = itertools.count()
 
 
@@ -32,3 +33,4 @@ class RemovableHandle:
 
     def __repr__(self):
         return f"<RemovableHandle id={self.id}>"
+

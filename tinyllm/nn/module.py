@@ -5,7 +5,8 @@ Tensors that share memory with the parameters and buffers (as torch: writing int
 the model), under torch's dotted names, and ``load_state_dict`` takes such a dict back, or NumPy
 arrays, or torch tensors.
 
-Hooks (``register_forward_pre_hook``, ``register_forward_hook``) follow torch's signatures and order; they live in ordered dicts on
+Hooks (``register_forward_pre_hook``, ``register_forward_hook``, ``register_full_backward_hook``,
+``register_full_backward_pre_hook``) follow torch's signatures and order; they live in ordered dicts on
 the module, never in ``state_dict``, and each registration returns a ``RemovableHandle``.
 """
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor, no_grad
 from ..autograd.hooks import RemovableHandle
+from .hooks import BackwardHook
 
 
 class Parameter(Tensor):
@@ -337,6 +339,26 @@ class Module:
             self._forward_hooks.move_to_end(handle.id, last=False)
         return handle
 
+    def register_full_backward_hook(self, hook, prepend=False):
+        """``hook(module, grad_input, grad_output)`` runs when the gradients with respect to the
+        module's inputs are known. ``grad_input``: one entry per positional argument, the gradient for
+        a Tensor that requires grad, else None; ``grad_output``: one per Tensor output (forward's
+        result or the tuple it returns). A return value other than None replaces ``grad_input``."""
+        handle = RemovableHandle(self._backward_hooks)
+        self._backward_hooks[handle.id] = hook
+        if prepend:
+            self._backward_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """``hook(module, grad_output)`` runs when the gradients with respect to the module's outputs
+        are known, before they flow into it; a return value other than None replaces ``grad_output``."""
+        handle = RemovableHandle(self._backward_pre_hooks)
+        self._backward_pre_hooks[handle.id] = hook
+        if prepend:
+            self._backward_pre_hooks.move_to_end(handle.id, last=False)
+        return handle
+
     def _call_with_hooks(self, args, kwargs):
         """``__call__`` once any hook is registered: torch's ``_call_impl`` order."""
         for hook_id, hook in list(self._forward_pre_hooks.items()):
@@ -351,6 +373,10 @@ class Module:
                 result = hook(self, args)
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
+        backward_hook = None
+        if self._backward_hooks or self._backward_pre_hooks:
+            backward_hook = BackwardHook(self, self._backward_hooks, self._backward_pre_hooks)
+            args = backward_hook.setup_input_hook(args)
         output, called = None, set()
         try:
             output = self.forward(*args, **kwargs)
@@ -367,6 +393,8 @@ class Module:
                         warnings.warn("module forward hook with ``always_call=True`` raised an exception "
                                       f"that was silenced as another error was raised in forward: {e}")
             raise
+        if backward_hook is not None:
+            output = backward_hook.setup_output_hook(output)
         return output
 
     def _run_forward_hook(self, hook_id, hook, args, kwargs, output):
