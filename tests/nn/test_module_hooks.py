@@ -85,10 +85,11 @@ def test_hooks_on_a_gpt_block_submodules_match_torch():
     (ours, theirs), x = block_pair(), x_data((B, T, C))
     captured = {"ours": {}, "theirs": {}}
     for name, m in (("ours", ours), ("theirs", theirs)):
-        m.ln_2.register_forward_hook(lambda mod, args, out, name=name: captured[name].__setitem__("ln_2", copy_of(out)))
+        seen = captured[name]
+        m.ln_2.register_forward_hook(lambda mod, args, out, seen=seen: seen.__setitem__("ln_2", copy_of(out)))
         m.mlp.register_forward_pre_hook(lambda mod, args: (args[0] * 0.5,))
         m.mlp[1].register_forward_hook(lambda mod, args, out: out + 1.0)  # the GELU inside the MLP
-        m.head.register_forward_hook(lambda mod, args, out, name=name: captured[name].__setitem__("head_in", copy_of(args[0])))
+        m.head.register_forward_hook(lambda mod, args, out, seen=seen: seen.__setitem__("head_in", copy_of(args[0])))
     out, out_t = ours(tl.tensor(x)), theirs(torch.tensor(x))
     np.testing.assert_allclose(out.numpy(), out_t.detach().numpy(), rtol=1e-10, atol=1e-12)
     for key in ("ln_2", "head_in"):
@@ -346,7 +347,7 @@ def test_full_backward_hook_with_an_input_that_needs_no_grad_matches_torch(mode,
     assert len(grad_output) == 2
 
 
-@pytest.mark.filterwarnings("ignore:Full backward hook is firing when gradients are computed with respect to module outputs")
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing when gradients are computed with respect to module")
 def test_full_backward_hook_when_no_input_needs_grad_matches_torch(mode):
     log = run_both(linear_pair, [(2, 4)], square_sum, lambda m: {"lin": m}, needs=[False])
     assert log[1][1] == [None]

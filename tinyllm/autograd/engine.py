@@ -9,8 +9,8 @@ tensors, so their arrays die with them unless a backward saved them (torch's ``g
 calls each op's backward in reverse order, sums the gradients that reach each node, and leaves the
 leaves' gradients in ``.grad`` as plain arrays. A node's hooks (``Tensor.register_hook``: on a leaf,
 or on the context that made a non-leaf, as ``retain_grad`` is) see its summed gradient and may replace
-it before it flows on. The ops live in ``ops.py``, ``shapes.py`` and
-``fused.py``; the faster way of summing gradients (fewer copies) lives in ``grad_buffers.py``.
+it before it flows on. The ops live in ``ops.py``, ``shapes.py`` and ``fused.py``; the faster way of
+summing gradients (fewer copies) lives in ``grad_buffers.py``.
 """
 from collections import OrderedDict
 
