@@ -7,13 +7,18 @@ tensors, so their arrays die with them unless a backward saved them (torch's ``g
 
 ``backward()`` sorts that graph with an explicit stack (never recursion: a 20,000-op chain is fine),
 calls each op's backward in reverse order, sums the gradients that reach each node, and leaves the
-leaves' gradients in ``.grad`` as plain arrays. The ops live in ``ops.py``, ``shapes.py`` and
-``fused.py``; the faster way of summing gradients (fewer copies) lives in ``grad_buffers.py``.
+leaves' gradients in ``.grad`` as plain arrays. A node's hooks (``Tensor.register_hook``: on a leaf,
+or on the context that made a non-leaf, as ``retain_grad`` is) see its summed gradient and may replace
+it before it flows on. The ops live in ``ops.py``, ``shapes.py`` and ``fused.py``; the faster way of
+summing gradients (fewer copies) lives in ``grad_buffers.py``.
 """
+from collections import OrderedDict
+
 import numpy as np
 
 from .. import backend
 from . import grad_buffers, grad_mode
+from .hooks import RemovableHandle
 
 
 class Function:
@@ -34,6 +39,7 @@ class Function:
     fresh_grads = False
     last_backward = False
     retained = None  # the output tensor, once it called retain_grad()
+    _backward_hooks = None  # the output tensor's hooks, once it called register_hook()
 
     def forward(ctx, *args, **kwargs):
         raise NotImplementedError
@@ -80,7 +86,7 @@ class Tensor:
     """An n-dimensional array with an optional gradient, shaped like ``torch.Tensor``. Its operators
     and methods are attached beside the op each one calls (``ops.py``, ``shapes.py``, ``fused.py``)."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "_backward_hooks", "__weakref__")
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -90,6 +96,7 @@ class Tensor:
         self.grad = None
         self._ctx = None
         self._retains_grad = False
+        self._backward_hooks = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -102,6 +109,7 @@ class Tensor:
         t.grad = None
         t._ctx = None
         t._retains_grad = False
+        t._backward_hooks = None
         t.requires_grad = requires_grad
         return t
 
@@ -147,11 +155,32 @@ class Tensor:
         return self
 
     def retain_grad(self):
-        """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
+        """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it). As torch, it
+        is the gradient after this tensor's hooks, and a second backward adds to it (out of place)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         self._retains_grad = True
         if self._ctx is not None:  # the graph reaches its context, not the tensor
             self._ctx.retained = self
         return self
+
+    retains_grad = property(lambda self: self._retains_grad and self._ctx is not None)
+
+    def register_hook(self, hook):
+        """``hook(grad)`` runs each time this tensor's gradient is known (summed over all its uses),
+        before it flows on; ``grad`` is a Tensor, and a return value other than None (a Tensor or an
+        array of the same shape) replaces it. Several hooks run in registration order, each seeing
+        the last one's result. On a leaf the result is what gets accumulated into ``.grad``.
+        Returns a handle whose ``remove()`` removes the hook."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._backward_hooks is None:
+            self._backward_hooks = OrderedDict()
+            if self._ctx is not None:  # the graph reaches its context, not the tensor
+                self._ctx._backward_hooks = self._backward_hooks
+        handle = RemovableHandle(self._backward_hooks)
+        self._backward_hooks[handle.id] = hook
+        return handle
 
     def __repr__(self):
         extra = ", requires_grad=True" if self.requires_grad else ""
@@ -204,11 +233,13 @@ class Tensor:
             g = sums.take(node)
             if g is None:  # no gradient reached this node (an output nobody used)
                 continue
+            if node._backward_hooks:
+                g = _run_hooks(node._backward_hooks, g, sums)
             if isinstance(node, Tensor):  # a leaf
                 sums.into_grad(node, g)
                 continue
             if node.retained is not None:
-                sums.into_grad(node.retained, g)
+                _retain(node.retained, g)
             node.last_backward = sums.reuses_buffers and not retain_graph
             input_grads = node.backward(g)
             if not isinstance(input_grads, tuple):
@@ -218,6 +249,26 @@ class Tensor:
                     sums.add(parent, parent_grad, node)
             if not retain_graph:
                 _free(node)
+
+
+def _run_hooks(hooks, grad, sums):
+    """``grad`` after the hooks of ``Tensor.register_hook``, each seeing the last one's result."""
+    sums.release(grad)  # a hook may keep the array, so the engine must not write into it again
+    for hook in list(hooks.values()):
+        result = hook(Tensor._wrap(grad))
+        if result is not None:
+            result = result.data if isinstance(result, Tensor) else backend.get_array_module(grad).asarray(result)
+            if result.shape != grad.shape:
+                raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} has changed the size of value: "
+                                   f"expected {grad.shape}, got {result.shape}")
+            grad = result
+    return grad
+
+
+def _retain(tensor, grad):
+    """A non-leaf's ``.grad`` (retain_grad): a copy, then out-of-place sums, as torch."""
+    grad = _like(tensor, grad)
+    tensor.grad = backend.get_array_module(grad).array(grad, copy=True) if tensor.grad is None else tensor.grad + grad
 
 
 def _topological_order(root):
@@ -264,6 +315,10 @@ class GradientSums:
     def take(self, node):
         """``node``'s summed gradient, once every consumer has added to it (None if none did)."""
         return self.grads.pop(id(node), None)
+
+    def release(self, grad):
+        """Someone outside the engine (a hook) has seen ``grad``: never write into it. Nothing to do
+        here, since this class writes only into arrays it allocated for ``.grad``."""
 
     def into_grad(self, tensor, grad):
         """Accumulate ``grad`` into ``tensor.grad``."""

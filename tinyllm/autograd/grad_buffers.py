@@ -47,6 +47,12 @@ class ReusingSums:
         self.taken, self.taken_owned = g, owned
         return g
 
+    def release(self, grad):
+        """A hook has seen ``grad`` (the gradient take() returned) and may keep it: stop owning it,
+        so it is neither written into nor handed to a leaf as its ``.grad``."""
+        if grad is self.taken:
+            self.taken_owned = False
+
     def into_grad(self, tensor, grad):
         """Like the plain engine's; a leaf keeps an array only the engine holds, without a copy."""
         keep = grad is self.taken and self.taken_owned and tensor.is_leaf

@@ -332,6 +332,7 @@ def _in_place(self, others, out_of_place, write, view=False):
         if self._ctx is not None:
             self._ctx.retained = None
         out._ctx.retained = self
+    self._backward_hooks = None  # as torch: hooks registered so far stay with the old version's node
     self.data, self._ctx, self.requires_grad = out.data, out._ctx, out.requires_grad
     return self
 
