@@ -4,13 +4,18 @@ Assigning a Parameter or a Module to an attribute registers it; ``state_dict`` r
 Tensors that share memory with the parameters and buffers (as torch: writing into one writes into
 the model), under torch's dotted names, and ``load_state_dict`` takes such a dict back, or NumPy
 arrays, or torch tensors.
+
+Hooks (``register_forward_pre_hook``, ``register_forward_hook``) follow torch's signatures and order; they live in ordered dicts on
+the module, never in ``state_dict``, and each registration returns a ``RemovableHandle``.
 """
+import warnings
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, no_grad
+from ..autograd.hooks import RemovableHandle
 
 
 class Parameter(Tensor):
@@ -60,6 +65,11 @@ class Module:
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        # torch's hook stores: hook id -> hook, in call order, plus which ids take kwargs / always run
+        for name in ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                     "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_hooks",
+                     "_backward_pre_hooks"):
+            object.__setattr__(self, name, OrderedDict())
 
     # -- registration ---------------------------------------------------------------------------
     # Registered parameters, buffers and submodules live in their ordered stores (torch's layout, which
@@ -295,7 +305,76 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
+            return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # -- hooks (torch's signatures and order; see RemovableHandle) --------------------------------
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """``hook(module, args)`` runs before ``forward``; a return value other than None replaces
+        ``args`` (a non-tuple is wrapped in one). With ``with_kwargs=True``: ``hook(module, args,
+        kwargs)`` returning None or ``(args, kwargs)``. ``prepend`` runs it before the others."""
+        handle = RemovableHandle(self._forward_pre_hooks, extra_dict=self._forward_pre_hooks_with_kwargs)
+        self._forward_pre_hooks[handle.id] = hook
+        if with_kwargs:
+            self._forward_pre_hooks_with_kwargs[handle.id] = True
+        if prepend:
+            self._forward_pre_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """``hook(module, args, output)`` (or ``hook(module, args, kwargs, output)`` with
+        ``with_kwargs=True``) runs after ``forward``; a return value other than None replaces the
+        output. ``always_call=True`` runs it even when ``forward`` raises (then ``output`` is None)."""
+        handle = RemovableHandle(self._forward_hooks, extra_dict=[self._forward_hooks_with_kwargs,
+                                                                  self._forward_hooks_always_called])
+        self._forward_hooks[handle.id] = hook
+        if with_kwargs:
+            self._forward_hooks_with_kwargs[handle.id] = True
+        if always_call:
+            self._forward_hooks_always_called[handle.id] = True
+        if prepend:
+            self._forward_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def _call_with_hooks(self, args, kwargs):
+        """``__call__`` once any hook is registered: torch's ``_call_impl`` order."""
+        for hook_id, hook in list(self._forward_pre_hooks.items()):
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(f"forward pre-hook must return None or a tuple of (new_args, "
+                                           f"new_kwargs), but got {result}")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        output, called = None, set()
+        try:
+            output = self.forward(*args, **kwargs)
+            for hook_id, hook in list(self._forward_hooks.items()):
+                called.add(hook_id)
+                output = self._run_forward_hook(hook_id, hook, args, kwargs, output)
+        except Exception:
+            # as torch: hooks registered with always_call=True still run, and the first error is raised
+            for hook_id, hook in list(self._forward_hooks.items()):
+                if hook_id in self._forward_hooks_always_called and hook_id not in called:
+                    try:
+                        output = self._run_forward_hook(hook_id, hook, args, kwargs, output)
+                    except Exception as e:
+                        warnings.warn("module forward hook with ``always_call=True`` raised an exception "
+                                      f"that was silenced as another error was raised in forward: {e}")
+            raise
+        return output
+
+    def _run_forward_hook(self, hook_id, hook, args, kwargs, output):
+        if hook_id in self._forward_hooks_with_kwargs:
+            result = hook(self, args, kwargs, output)
+        else:
+            result = hook(self, args, output)
+        return output if result is None else result
 
     def extra_repr(self):
         return ""
