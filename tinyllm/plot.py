@@ -41,7 +41,7 @@ def plot_run(run_dir, out=None):
 
 
 # what each statistic's panel is called, and which are drawn on a log scale (see tinyllm/stats.py)
-_STAT_TITLES = {"grad_norm": "gradient norm (before clipping)", "update_ratio": "update / weight  ||dw|| / ||w||",
+_STAT_TITLES = {"grad_norm": "gradient norm (before clipping)", "update_ratio": r"update / weight  $\|\Delta w\| \,/\, \|w\|$",
                 "act_mean": "activation mean (layer output)", "act_std": "activation std (layer output)",
                 "gelu_saturation": "saturated GELU inputs (x < -3)"}
 _LOG_SCALE = ("grad_norm", "update_ratio")
@@ -99,8 +99,9 @@ def stats_figure(series, title=None):
             ax.axhline(UPDATE_RATIO_GUIDE, color="crimson", lw=1, ls=(0, (4, 3)), alpha=0.8, label="_guide")
             ax.annotate("1e-3", (1.0, UPDATE_RATIO_GUIDE), xycoords=("axes fraction", "data"), xytext=(-4, 3),
                         textcoords="offset points", ha="right", color="crimson", fontsize=8)
-        if stat == "gelu_saturation":
-            ax.set_ylim(bottom=0)
+        if stat == "gelu_saturation":  # a fraction: from 0, with room to see a line lying at 0
+            top = max(ax.get_ylim()[1], 0.01)
+            ax.set_ylim(-0.03 * top, top)
         ax.set_title(_STAT_TITLES.get(stat, stat), fontsize=10)
         ax.set_xlabel("iteration", fontsize=9)
         ax.tick_params(labelsize=8)
