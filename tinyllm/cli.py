@@ -44,6 +44,8 @@ FIELD_HELP = {
     "eval_interval": "evaluate and checkpoint every this many iterations",
     "eval_iters": "batches per split in each evaluation",
     "log_interval": "log the training loss every this many iterations",
+    "log_stats": "also log per-layer gradient norms, update/weight ratios, activation mean and std and GELU "
+                 "saturation at those iterations (draw them with `plot --stats`)",
     "seed": "seed for initialisation, batches and dropout",
     "dtype": "parameter and activation dtype",
     "device": "where to train (cuda needs the gpu extra)",
@@ -398,8 +400,8 @@ def _export(args):
 
 
 def _plot(args):
-    from .plot import plot_run
-    path = plot_run(args.run, args.out)
+    from .plot import plot_run, plot_stats
+    path = (plot_stats if args.stats else plot_run)(args.run, args.out)
     print(f"wrote {path}")
     return 0
 
@@ -534,7 +536,9 @@ def build_parser():
 
     p = sub.add_parser("plot", help="write a loss-curve PNG of a run (needs the plot extra: matplotlib)")
     p.add_argument("--run", default=DEFAULT_RUN, help="run directory")
-    p.add_argument("--out", default=None, help="PNG path (default: RUN/loss.png)")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/loss.png, with --stats RUN/stats.png)")
+    p.add_argument("--stats", action="store_true", help="draw the per-layer training statistics of a run trained "
+                   "with --log-stats instead of the loss")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("demo", help="train a small character model on a built-in text and sample from it")

@@ -40,6 +40,102 @@ def plot_run(run_dir, out=None):
     return out
 
 
+# what each statistic's panel is called, and which are drawn on a log scale (see tinyllm/stats.py)
+_STAT_TITLES = {"grad_norm": "gradient norm (before clipping)", "update_ratio": r"update / weight  $\|\Delta w\| \,/\, \|w\|$",
+                "act_mean": "activation mean (layer output)", "act_std": "activation std (layer output)",
+                "gelu_saturation": "saturated GELU inputs (x < -3)"}
+_LOG_SCALE = ("grad_norm", "update_ratio")
+UPDATE_RATIO_GUIDE = 1e-3  # Karpathy's rule of thumb for update / weight
+
+
+def stats_series(rows):
+    """{statistic: {layer: (iterations, values)}} from metrics rows holding ``<layer>/<statistic>``
+    fields (``train --log-stats``); statistics in the order of ``_STAT_TITLES``, layers as first logged,
+    rows where a value is missing (None) left out."""
+    found = {}
+    for r in rows:
+        for key, value in r.items():
+            if "/" not in key or value is None:
+                continue
+            layer, stat = key.rsplit("/", 1)
+            its, values = found.setdefault(stat, {}).setdefault(layer, ([], []))
+            its.append(r["iter"])
+            values.append(value)
+    order = list(_STAT_TITLES) + sorted(set(found) - set(_STAT_TITLES))
+    return {stat: found[stat] for stat in order if stat in found}
+
+
+def _layer_styles(layers):
+    """Blocks (``h.0``, ``h.1`` ... any ``name.index``) shade from dark to light in one colour map, in
+    order; the other layers (embeddings, final norm) get grey and black dashed lines."""
+    plt = _pyplot()
+    blocks = [layer for layer in layers if layer.rsplit(".", 1)[-1].isdigit()]
+    others = [layer for layer in layers if layer not in blocks]
+    cmap = plt.get_cmap("viridis")
+    styles = {layer: dict(color=cmap(0.9 * i / max(len(blocks) - 1, 1)), lw=1.4) for i, layer in enumerate(blocks)}
+    greys = ["0.0", "0.45", "0.7", "0.25", "0.55"]
+    dashes = ["--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 2))]
+    styles.update({layer: dict(color=greys[i % len(greys)], ls=dashes[i % len(dashes)], lw=1.2)
+                   for i, layer in enumerate(others)})
+    return styles
+
+
+def stats_figure(series, title=None):
+    """The matplotlib figure of ``stats_series``: one panel per statistic, one line per layer."""
+    plt = _pyplot()
+    n = len(series)
+    cols = 2 if n > 1 else 1
+    rows = (n + 1 + cols - 1) // cols  # one more cell for the legend
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.3 * rows), dpi=110, squeeze=False)
+    axes = list(axes.flat)
+    layers = list(dict.fromkeys(layer for by_layer in series.values() for layer in by_layer))
+    styles = _layer_styles(layers)
+    for ax, (stat, by_layer) in zip(axes, series.items()):
+        for layer, (its, values) in by_layer.items():
+            ax.plot(its, values, label=layer, **styles[layer])
+        if stat in _LOG_SCALE:
+            ax.set_yscale("log")
+        if stat == "update_ratio":
+            ax.axhline(UPDATE_RATIO_GUIDE, color="crimson", lw=1, ls=(0, (4, 3)), alpha=0.8, label="_guide")
+            ax.annotate("1e-3", (1.0, UPDATE_RATIO_GUIDE), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                        textcoords="offset points", ha="right", color="crimson", fontsize=8)
+        if stat == "gelu_saturation":  # a fraction: from 0, with room to see a line lying at 0
+            top = max(ax.get_ylim()[1], 0.01)
+            ax.set_ylim(-0.03 * top, top)
+        ax.set_title(_STAT_TITLES.get(stat, stat), fontsize=10)
+        ax.set_xlabel("iteration", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, which="both" if stat in _LOG_SCALE else "major", lw=0.5)
+    legend_ax = axes[n]
+    legend_ax.axis("off")
+    handles = [plt.Line2D([], [], **styles[layer]) for layer in layers]
+    legend_ax.legend(handles, layers, title="layer", loc="center", ncol=2 if len(layers) > 6 else 1, frameon=False)
+    for ax in axes[n + 1:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stats(run_dir, out=None):
+    """The training statistics of a run trained with ``--log-stats`` (tinyllm/stats.py): one panel per
+    statistic, one line per layer, gradient norm and update ratio on log scales with the 1e-3 guide on
+    the latter. Returns the PNG path (default RUN/stats.png)."""
+    from .runs import CONFIG_FILE, METRICS_FILE, read_metrics
+    if not os.path.isfile(os.path.join(run_dir, METRICS_FILE)):
+        raise FileNotFoundError(f"{run_dir} has no {METRICS_FILE} to plot{_derived_from(os.path.join(run_dir, CONFIG_FILE))}")
+    series = stats_series(read_metrics(run_dir))
+    if not series:
+        raise ValueError(f"{run_dir} has no training statistics in {METRICS_FILE}: train with --log-stats")
+    plt = _pyplot()
+    fig = stats_figure(series, f"{os.path.basename(os.path.normpath(run_dir))}: training statistics")
+    out = out or os.path.join(run_dir, "stats.png")
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def _derived_from(config_path):
     """Where a quantized or merged run came from (it keeps no metrics of its own), as a hint."""
     import json

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import backend, data, distributed, nn, optim, runs
+from . import backend, data, distributed, nn, optim, runs, stats
 from .autograd import no_grad
 from .runs import build_model, load_run, read_metrics  # noqa: F401  (public names older code imports from here)
 from .train_config import ConfigError, TrainConfig
@@ -242,7 +242,8 @@ def _train(data_dir, out_dir, cfg, meta, resume, overwrite, log, world):
     window_t0, window_iters = time.perf_counter(), 0
     ms_per_iter = float("nan")
     it, stopping = start_iter, None  # stopping, under MPI: a signal some rank got, known to all after a step
-    with _StopRequest(out_dir) as stop, bar:
+    # --log-stats: hooks observe rank 0's steps that get a metrics row; the `with` removes them
+    with _StopRequest(out_dir) as stop, bar, stats.collector(model, cfg.log_stats and world.is_root) as collected:
         while True:
             lr = learning_rate(it, cfg)
             for group in opt.param_groups:
@@ -254,7 +255,7 @@ def _train(data_dir, out_dir, cfg, meta, resume, overwrite, log, world):
                              "ms_per_iter": ms_per_iter}
                 last_eval.update({k: v for k, v in losses.items() if k not in splits})  # VAE: recon, kl
                 if world.is_root:
-                    runs.append_metrics(out_dir, last_eval)
+                    runs.append_metrics(out_dir, {**last_eval, **collected.pop()})
                 log(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if losses["val"] < best_val:
                     best_val = losses["val"]
@@ -269,6 +270,7 @@ def _train(data_dir, out_dir, cfg, meta, resume, overwrite, log, world):
                 raise TrainingInterrupted(it, out_dir, signum)
 
             opt.zero_grad(set_to_none=True)
+            collected.start_step(_gets_row(it + 1, cfg))
             loss_sum = 0.0
             for rng in batch_rngs:
                 x, y = data.get_batch(splits["train"], cfg.batch_size, cfg.block_size, rng)
@@ -289,9 +291,11 @@ def _train(data_dir, out_dir, cfg, meta, resume, overwrite, log, world):
                 if (sigints or sigterms) and stopping is None:  # the same verdict on every rank, whichever got it
                     stopping = signal.SIGINT if sigints else signal.SIGTERM
             loss_value = loss_sum / (accum * n_procs)
+            collected.gradients_ready()  # before clipping
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            collected.step_done()
             it += 1
             window_iters += 1
             ms_per_iter = 1000 * (time.perf_counter() - window_t0) / window_iters
@@ -299,8 +303,13 @@ def _train(data_dir, out_dir, cfg, meta, resume, overwrite, log, world):
             bar.set_postfix(loss=f"{loss_value:.4f}", ms=f"{ms_per_iter:.1f}")
             if world.is_root and it % cfg.log_interval == 0 and it % cfg.eval_interval != 0:
                 runs.append_metrics(out_dir, {"iter": it, "train_loss": loss_value, "val_loss": None, "lr": lr,
-                                              "ms_per_iter": ms_per_iter})
+                                              "ms_per_iter": ms_per_iter, **collected.pop()})
     return last_eval
+
+
+def _gets_row(it, cfg):
+    """Whether metrics.jsonl gets a row at iteration ``it`` (a logged training loss or an evaluation)."""
+    return it % cfg.log_interval == 0 or it % cfg.eval_interval == 0 or it == cfg.max_iters
 
 
 def _is_count(v):

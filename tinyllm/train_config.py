@@ -63,6 +63,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 20
     log_interval: int = 10
+    log_stats: bool = False  # per-layer gradient, update and activation statistics in metrics.jsonl (stats.py)
     seed: int = 1337
     dtype: str = "float32"
     device: str = "cpu"  # or 'cuda' (needs the gpu extra: CuPy and a CUDA GPU)
@@ -167,7 +168,7 @@ _NON_NEGATIVE_INT = {"warmup_iters", "lr_decay_iters", "seed", "lora_rank", "kl_
 _POSITIVE = {"lr", "lora_alpha", "layer_norm_eps"}
 _NON_NEGATIVE = {"min_lr", "weight_decay", "grad_clip"}
 _FRACTION = {"beta1", "beta2", "dropout", "word_dropout"}  # in [0, 1)
-_BOOL = {"decay_lr", "progress", "bias", "tie_weights"}
+_BOOL = {"decay_lr", "progress", "log_stats", "bias", "tie_weights"}
 _STR = {"init_from", "lora_targets"}
 _SEED_LIMIT = 2 ** 63  # the seed and seed + 1 must be valid NumPy seeds
 

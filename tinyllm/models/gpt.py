@@ -89,12 +89,21 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # a module (nanoGPT's layout), so a forward pre-hook sees the GELU's input (train --log-stats)
+        self.gelu = nn.GELU("tanh" if config.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
         self.dropout = nn.Dropout(config.dropout)
 
+    @property
+    def approximate(self):  # the exports read and switch the GELU form here
+        return self.gelu.approximate
+
+    @approximate.setter
+    def approximate(self, value):
+        self.gelu.approximate = value
+
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
