@@ -141,6 +141,13 @@ def test_scalar_leaves_show_data_and_grad_after_backward():
     assert nodes[ident(out)]["label"] == "output\n()\ndata -4"
 
 
+def test_saved_zero_dim_values_are_drawn():
+    a = tl.tensor(0.5, requires_grad=True)
+    out = a.tanh()  # NumPy returns a scalar for a 0-d tanh: still what the op keeps
+    nodes, _, saved = parse(draw_graph(out, show_saved=True))
+    assert [(attrs["label"], nodes[tail]["label"]) for tail, _, attrs in saved] == [("out", "() float32")]
+
+
 def test_several_outputs_one_walk():
     a, b = leaves()
     h = a * b

@@ -138,9 +138,9 @@ def _saved(ctx):
 
 
 def _is_array(value):
-    """A NumPy or CuPy array (not a NumPy scalar, not a Tensor)."""
-    return (not isinstance(value, (np.generic, Tensor)) and hasattr(value, "shape")
-            and hasattr(value, "dtype") and hasattr(value, "ndim"))
+    """A NumPy or CuPy array, or a NumPy scalar (what NumPy returns for a 0-d result)."""
+    return (not isinstance(value, Tensor) and hasattr(value, "shape") and hasattr(value, "dtype")
+            and hasattr(value, "ndim"))
 
 
 def _label(title, array, grad=None, dtype=False):
