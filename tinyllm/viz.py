@@ -8,8 +8,6 @@ backward follows them the other way). The result is a ``graphviz.Digraph``: Jupy
 ``.render(format="png")`` writes an image when Graphviz's ``dot`` program is installed, and
 ``.source`` is the DOT text without it.
 """
-import numpy as np
-
 from .autograd import Tensor
 
 COLORS = dict(op="lightgrey", leaf="lightblue", output="darkolivegreen1", saved="orange")
