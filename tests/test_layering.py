@@ -13,7 +13,7 @@ LAYERS = [  # lowest first; units on one line are peers and may not import each 
     ["nn"],
     ["optim"],
     ["models", "metrics"],
-    ["generate", "train_config", "translation", "demo", "stats"],
+    ["generate", "train_config", "translation", "demo", "stats", "viz"],
     ["runs"],
     ["train", "export"],
     ["plot"],
