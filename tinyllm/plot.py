@@ -54,3 +54,80 @@ def _derived_from(config_path):
     if source:
         return f": it is a merged copy, which keeps none; plot the run it came from ({source})"
     return ""
+
+
+# Whitespace drawn as a glyph, so a space or a line break is a visible tick label (DejaVu Sans, the
+# matplotlib default, has all of them).
+_VISIBLE = str.maketrans({" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5", "\r": "\u21b5"})
+
+
+def token_label(text, width=8):
+    """A token's text as a tick label: whitespace visible (space ␣, newline ⏎, tab ⇥), at most ``width``
+    characters."""
+    text = text.translate(_VISIBLE)
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def plot_attention(attentions, tokens, out, layer=None, head=None, title=None):
+    """Draw attention maps of one sequence as a PNG and return its path (``attention_figure`` says what
+    is drawn)."""
+    plt = _pyplot()
+    fig = attention_figure(attentions, tokens, layer=layer, head=head, title=title)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def attention_figure(attentions, tokens, layer=None, head=None, title=None):
+    """A matplotlib figure of attention maps of one sequence.
+
+    ``attentions``: one (n_head, T, T) array per layer (what ``GPT(ids, output_attentions=True)`` returns,
+    batch row taken); ``tokens``: T tick labels (``token_label``). Without ``layer`` and ``head`` it
+    draws every layer (rows) by every head (columns); with ``layer`` that layer's heads; with ``head``
+    that head in every layer; with both one large map. Queries run down, keys across; the masked
+    future (upper triangle) is left blank.
+    """
+    import numpy as np
+    plt = _pyplot()
+    maps = [np.asarray(a) for a in attentions]
+    n_layer, n_head, T = len(maps), maps[0].shape[0], maps[0].shape[-1]
+    if len(tokens) != T or any(m.shape != (n_head, T, T) for m in maps):
+        raise ValueError(f"plot_attention: expected {n_layer} maps of shape ({n_head}, {T}, {T}) and {T} "
+                         f"tokens, got {[m.shape for m in maps]} and {len(tokens)} tokens")
+    layers = range(n_layer) if layer is None else [layer]
+    heads = range(n_head) if head is None else [head]
+    panels = [[(l, h) for h in heads] for l in layers]
+    if head is not None and layer is None:  # one head through the layers: a row, like a layer's heads
+        panels = [[(l, head) for l in layers]]
+    rows, cols = len(panels), len(panels[0])
+    single = rows == cols == 1
+    # every token gets a tick: the panel grows with T so that a label has ~0.09 in (6.5 pt) of room
+    # (a single map a little more), and the font follows
+    per_token = 0.14 if single else 0.09
+    side = max(3.0, per_token * T)
+    font = max(3.5, min(10.0, 72 * per_token * 0.85))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * side + 1.2, rows * side + 0.8), dpi=110, squeeze=False,
+                             layout="constrained")
+    future = np.triu(np.ones((T, T), bool), 1)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    image = None
+    wide = any(len(t) > 1 for t in tokens)
+    for r, row in enumerate(panels):
+        for c, (l, h) in enumerate(row):
+            ax = axes[r][c]
+            image = ax.imshow(np.ma.masked_array(maps[l][h], future), cmap=cmap, vmin=0.0, vmax=1.0,
+                              interpolation="nearest")
+            ax.set_title(f"layer {l}, head {h}", fontsize=font + 3)
+            ax.set_xticks(range(T))
+            ax.set_yticks(range(T))
+            ax.set_xticklabels(tokens, fontsize=font, rotation=90 if wide else 0)
+            ax.set_yticklabels(tokens, fontsize=font)
+            ax.tick_params(length=0, pad=1)
+            if r == rows - 1:
+                ax.set_xlabel("key (attended to)", fontsize=font + 2)
+            if c == 0:
+                ax.set_ylabel("query (attending)", fontsize=font + 2)
+    fig.suptitle(title or "attention probabilities", fontsize=font + 5)
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6 if rows > 1 else 0.9, aspect=40)
+    bar.ax.tick_params(labelsize=font + 1)
+    return fig
