@@ -429,7 +429,7 @@ def _attention(args):
     maps = [a.numpy()[0] for a in attentions]  # each (n_head, T, T)
     tokens = [token_label(tok.decode([i])) for i in ids]
     out = args.out or os.path.join(args.run, "attention.png")
-    title = f"{os.path.basename(os.path.normpath(args.run))}: attention probabilities (rows: queries, columns: keys)"
+    title = f"{os.path.basename(os.path.normpath(args.run))}: attention probabilities"
     print(f"wrote {plot_attention(maps, tokens, out, layer=args.layer, head=args.head, title=title)}")
     return 0
 

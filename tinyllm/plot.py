@@ -84,9 +84,11 @@ def attention_figure(attentions, tokens, layer=None, head=None, title=None):
     ``attentions``: one (n_head, T, T) array per layer (what ``GPT(ids, output_attentions=True)`` returns,
     batch row taken); ``tokens``: T tick labels (``token_label``). Without ``layer`` and ``head`` it
     draws every layer (rows) by every head (columns); with ``layer`` that layer's heads; with ``head``
-    that head in every layer; with both one large map. Queries run down, keys across; the masked
-    future (upper triangle) is left blank.
+    that head in every layer (those two wrap into a near-square grid); with both one large map.
+    Queries run down, keys across; the masked future (upper triangle) is left blank.
     """
+    import math
+
     import numpy as np
     plt = _pyplot()
     maps = [np.asarray(a) for a in attentions]
@@ -94,40 +96,45 @@ def attention_figure(attentions, tokens, layer=None, head=None, title=None):
     if len(tokens) != T or any(m.shape != (n_head, T, T) for m in maps):
         raise ValueError(f"plot_attention: expected {n_layer} maps of shape ({n_head}, {T}, {T}) and {T} "
                          f"tokens, got {[m.shape for m in maps]} and {len(tokens)} tokens")
-    layers = range(n_layer) if layer is None else [layer]
-    heads = range(n_head) if head is None else [head]
-    panels = [[(l, h) for h in heads] for l in layers]
-    if head is not None and layer is None:  # one head through the layers: a row, like a layer's heads
-        panels = [[(l, head) for l in layers]]
-    rows, cols = len(panels), len(panels[0])
-    single = rows == cols == 1
-    # every token gets a tick: the panel grows with T so that a label has ~0.09 in (6.5 pt) of room
-    # (a single map a little more), and the font follows
-    per_token = 0.14 if single else 0.09
+    if layer is None and head is None:  # the overview: a row per layer, a column per head
+        panels = [(l, h) for l in range(n_layer) for h in range(n_head)]
+        rows, cols = n_layer, n_head
+    else:  # one layer's heads, one head through the layers, or one map: wrapped into a near-square grid
+        panels = [(l, h) for l in (range(n_layer) if layer is None else [layer])
+                  for h in (range(n_head) if head is None else [head])]
+        cols = math.ceil(math.sqrt(len(panels)))
+        rows = math.ceil(len(panels) / cols)
+    # every token gets a tick: a panel grows with T so that each label has per_token inches of room,
+    # and the other text grows with the panel so that it stays legible when the PNG is scaled down
+    per_token = 0.14 if len(panels) == 1 else 0.1
     side = max(3.0, per_token * T)
-    font = max(3.5, min(10.0, 72 * per_token * 0.85))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * side + 1.2, rows * side + 0.8), dpi=110, squeeze=False,
+    tick = max(4.0, min(10.0, 72 * per_token * 0.85))
+    text = 8 + 0.8 * side
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * side + 1.0, rows * side + 0.8), dpi=110, squeeze=False,
                              layout="constrained")
+    if rows > 1:  # room between a panel's key labels and the title of the one below
+        fig.get_layout_engine().set(h_pad=0.15, hspace=0.04)
     future = np.triu(np.ones((T, T), bool), 1)
-    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-    image = None
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # the masked future: blank, not "zero"
     wide = any(len(t) > 1 for t in tokens)
-    for r, row in enumerate(panels):
-        for c, (l, h) in enumerate(row):
-            ax = axes[r][c]
-            image = ax.imshow(np.ma.masked_array(maps[l][h], future), cmap=cmap, vmin=0.0, vmax=1.0,
-                              interpolation="nearest")
-            ax.set_title(f"layer {l}, head {h}", fontsize=font + 3)
-            ax.set_xticks(range(T))
-            ax.set_yticks(range(T))
-            ax.set_xticklabels(tokens, fontsize=font, rotation=90 if wide else 0)
-            ax.set_yticklabels(tokens, fontsize=font)
-            ax.tick_params(length=0, pad=1)
-            if r == rows - 1:
-                ax.set_xlabel("key (attended to)", fontsize=font + 2)
-            if c == 0:
-                ax.set_ylabel("query (attending)", fontsize=font + 2)
-    fig.suptitle(title or "attention probabilities", fontsize=font + 5)
-    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6 if rows > 1 else 0.9, aspect=40)
-    bar.ax.tick_params(labelsize=font + 1)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    for i, (l, h) in enumerate(panels):
+        r, c = divmod(i, cols)
+        ax = axes[r][c]
+        image = ax.imshow(np.ma.masked_array(maps[l][h], future), cmap=cmap, vmin=0.0, vmax=1.0,
+                          interpolation="nearest")
+        ax.set_title(f"layer {l}, head {h}", fontsize=text)
+        ax.set_xticks(range(T))
+        ax.set_yticks(range(T))
+        ax.set_xticklabels(tokens, fontsize=tick, rotation=90 if wide else 0)
+        ax.set_yticklabels(tokens, fontsize=tick)
+        ax.tick_params(length=0, pad=1)
+        if r == rows - 1 or i + cols >= len(panels):
+            ax.set_xlabel("key (attended to)", fontsize=text - 1)
+        if c == 0:
+            ax.set_ylabel("query (attending)", fontsize=text - 1)
+    fig.suptitle(title or "attention probabilities", fontsize=text + 3)
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5 if rows > 1 else 0.8, aspect=30, pad=0.01)
+    bar.ax.tick_params(labelsize=text - 2)
     return fig
