@@ -5,6 +5,7 @@ Argument parsing only; each command calls into the library:
     prepare shakespeare|text   ->  tinyllm.data
     train                      ->  tinyllm.train
     sample / eval / plot       ->  tinyllm.generate, tinyllm.metrics, tinyllm.plot
+    attention                  ->  GPT(..., output_attentions=True), tinyllm.plot
     quantize                   ->  tinyllm.runs.quantize_run (tinyllm.nn.quantized)
     search                     ->  tinyllm.search
     merge                      ->  tinyllm.runs.merge_run (tinyllm.nn.lora)
@@ -406,6 +407,35 @@ def _plot(args):
     return 0
 
 
+def _attention(args):
+    import numpy as np
+    from .models import GPT
+    from .plot import plot_attention, token_label
+    from .runs import load_run
+    if not args.text:
+        raise CommandError("--text must not be empty")
+    model, tok, run_config = load_run(args.run, args.checkpoint)
+    if not isinstance(model, GPT):
+        raise CommandError(f"attention maps need a GPT run; {args.run} is a {run_config['train'].get('model_type')!r} run")
+    n_layer, n_head, block = model.config.n_layer, model.config.n_head, model.config.block_size
+    for flag, value, n, what in (("--layer", args.layer, n_layer, "layers"), ("--head", args.head, n_head, "heads")):
+        _check(value is None or 0 <= value < n, flag, f"in 0..{n - 1} (the run has {n} {what})", value)
+    try:
+        ids = tok.encode(args.text)
+    except ValueError as e:  # a character the char tokenizer never saw
+        raise CommandError(f"--text: {e}") from None
+    if len(ids) > block:  # the model sees at most block_size positions: draw the end, as sample's window does
+        print(f"note: the text is {len(ids)} tokens; drawing its last {block} (the run's block size)")
+        ids = ids[-block:]
+    _, _, attentions = model(np.array([ids]), output_attentions=True)
+    maps = [a.numpy()[0] for a in attentions]  # each (n_head, T, T)
+    tokens = [token_label(tok.decode([i])) for i in ids]
+    out = args.out or os.path.join(args.run, "attention.png")
+    title = f"{os.path.basename(os.path.normpath(args.run))}: attention probabilities"
+    print(f"wrote {plot_attention(maps, tokens, out, layer=args.layer, head=args.head, title=title)}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ the parser
 def _add_flag(parser, name, annotation, help, choices=None):
     """``--field-name`` for a dataclass field; unset, it is None, so the config's default applies."""
@@ -540,6 +570,16 @@ def build_parser():
     p.add_argument("--stats", action="store_true", help="draw the per-layer training statistics of a run trained "
                    "with --log-stats instead of the loss")
     p.set_defaults(func=_plot)
+
+    p = sub.add_parser("attention", help="draw a GPT run's attention maps over a text as a PNG (needs the plot extra)")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory (a GPT run)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to load")
+    p.add_argument("--text", required=True, help="the text to run through the model (longer than the block size: "
+                   "its last block_size tokens)")
+    p.add_argument("--layer", type=int, default=None, help="only this layer (0-based; default: every layer)")
+    p.add_argument("--head", type=int, default=None, help="only this head (0-based; default: every head)")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/attention.png)")
+    p.set_defaults(func=_attention)
 
     p = sub.add_parser("demo", help="train a small character model on a built-in text and sample from it")
     p.add_argument("--iters", type=int, default=1500, help="training iterations")

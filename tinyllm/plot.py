@@ -150,3 +150,87 @@ def _derived_from(config_path):
     if source:
         return f": it is a merged copy, which keeps none; plot the run it came from ({source})"
     return ""
+
+
+# Whitespace drawn as a glyph, so a space or a line break is a visible tick label (DejaVu Sans, the
+# matplotlib default, has all of them).
+_VISIBLE = str.maketrans({" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5", "\r": "\u21b5"})
+
+
+def token_label(text, width=8):
+    """A token's text as a tick label: whitespace visible (space ␣, newline ⏎, tab ⇥), at most ``width``
+    characters."""
+    text = text.translate(_VISIBLE)
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def plot_attention(attentions, tokens, out, layer=None, head=None, title=None):
+    """Draw attention maps of one sequence as a PNG and return its path (``attention_figure`` says what
+    is drawn)."""
+    plt = _pyplot()
+    fig = attention_figure(attentions, tokens, layer=layer, head=head, title=title)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def attention_figure(attentions, tokens, layer=None, head=None, title=None):
+    """A matplotlib figure of attention maps of one sequence.
+
+    ``attentions``: one (n_head, T, T) array per layer (what ``GPT(ids, output_attentions=True)`` returns,
+    batch row taken); ``tokens``: T tick labels (``token_label``). Without ``layer`` and ``head`` it
+    draws every layer (rows) by every head (columns); with ``layer`` that layer's heads; with ``head``
+    that head in every layer (those two wrap into a near-square grid); with both one large map.
+    Queries run down, keys across; the masked future (upper triangle) is left blank.
+    """
+    import math
+
+    import numpy as np
+    plt = _pyplot()
+    maps = [np.asarray(a) for a in attentions]
+    n_layer, n_head, T = len(maps), maps[0].shape[0], maps[0].shape[-1]
+    if len(tokens) != T or any(m.shape != (n_head, T, T) for m in maps):
+        raise ValueError(f"plot_attention: expected {n_layer} maps of shape ({n_head}, {T}, {T}) and {T} "
+                         f"tokens, got {[m.shape for m in maps]} and {len(tokens)} tokens")
+    if layer is None and head is None:  # the overview: a row per layer, a column per head
+        panels = [(l, h) for l in range(n_layer) for h in range(n_head)]
+        rows, cols = n_layer, n_head
+    else:  # one layer's heads, one head through the layers, or one map: wrapped into a near-square grid
+        panels = [(l, h) for l in (range(n_layer) if layer is None else [layer])
+                  for h in (range(n_head) if head is None else [head])]
+        cols = math.ceil(math.sqrt(len(panels)))
+        rows = math.ceil(len(panels) / cols)
+    # every token gets a tick: a panel grows with T so that each label has per_token inches of room,
+    # and the other text grows with the panel so that it stays legible when the PNG is scaled down
+    per_token = 0.14 if len(panels) == 1 else 0.1
+    side = max(3.0, per_token * T)
+    tick = max(4.0, min(10.0, 72 * per_token * 0.85))
+    text = 8 + 0.8 * side
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * side + 1.0, rows * side + 0.8), dpi=110, squeeze=False,
+                             layout="constrained")
+    if rows > 1:  # room between a panel's key labels and the title of the one below
+        fig.get_layout_engine().set(h_pad=0.15, hspace=0.04)
+    future = np.triu(np.ones((T, T), bool), 1)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # the masked future: blank, not "zero"
+    wide = any(len(t) > 1 for t in tokens)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    for i, (l, h) in enumerate(panels):
+        r, c = divmod(i, cols)
+        ax = axes[r][c]
+        image = ax.imshow(np.ma.masked_array(maps[l][h], future), cmap=cmap, vmin=0.0, vmax=1.0,
+                          interpolation="nearest")
+        ax.set_title(f"layer {l}, head {h}", fontsize=text)
+        ax.set_xticks(range(T))
+        ax.set_yticks(range(T))
+        ax.set_xticklabels(tokens, fontsize=tick, rotation=90 if wide else 0)
+        ax.set_yticklabels(tokens, fontsize=tick)
+        ax.tick_params(length=0, pad=1)
+        if r == rows - 1 or i + cols >= len(panels):
+            ax.set_xlabel("key (attended to)", fontsize=text - 1)
+        if c == 0:
+            ax.set_ylabel("query (attending)", fontsize=text - 1)
+    fig.suptitle(title or "attention probabilities", fontsize=text + 3)
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5 if rows > 1 else 0.8, aspect=30, pad=0.01)
+    bar.ax.tick_params(labelsize=text - 2)
+    return fig

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
-from ..autograd import Tensor
+from ..autograd import Tensor, no_grad
 from ..backend import default_dtype
 from ..nn import functional as F
 from .checks import token_ids
@@ -65,7 +65,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, output_attentions=False):
         B, T, C = x.shape
         hs = C // self.n_head
         qkv = self.c_attn(x).reshape(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
@@ -80,9 +80,27 @@ class CausalSelfAttention(nn.Module):
                     mask = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]  # (T, past+T)
                 # T == 1 (a decode step): the one query sees every key, so no mask at all
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)  # (B, nh, T, hs)
+        if output_attentions and p > 0.0:
+            # SDPA's own dropout path, written out so the dropped probabilities can be returned: the same
+            # ops in the same order draw the same dropout mask, so y is what SDPA would have returned
+            att = F.dropout(self._probabilities(q, k), p, True)  # (B, nh, T, past + T)
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)  # (B, nh, T, hs)
+            if output_attentions:  # the fused kernel keeps no T x T matrix: recompute it beside y, not into y
+                with no_grad():
+                    att = self._probabilities(q, k)
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.resid_dropout(self.c_proj(y))
+        return (y, att.detach()) if output_attentions else y
+
+    @staticmethod
+    def _probabilities(q, k):
+        """softmax(q k^T / sqrt(hs)) with query i (at position S - T + i) seeing keys 0 .. S - T + i."""
+        T, S = q.shape[-2], k.shape[-2]
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, S)
+        hidden = np.arange(S)[None, :] > (S - T + np.arange(T))[:, None]  # (T, S): keys in the future
+        return F.softmax(scores.masked_fill(hidden, -np.inf), dim=-1)
 
 
 class MLP(nn.Module):
@@ -114,13 +132,25 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, output_attentions=False):
+        if output_attentions:
+            a, att = self.attn(self.ln_1(x), cache, output_attentions=True)
+            x = x + a
+            return x + self.mlp(self.ln_2(x)), att
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    """``logits, loss = model(idx, targets=None)`` with idx of shape (B, T)."""
+    """``logits, loss = model(idx, targets=None)`` with idx of shape (B, T).
+
+    ``logits, loss, attentions = model(idx, output_attentions=True)`` also returns each layer's attention
+    probabilities, as Hugging Face's ``output_attentions``: a tuple of n_layer Tensors, each
+    (B, n_head, T, past + T), softmax(q k^T / sqrt(hs)) after the causal mask (exact zeros above the
+    diagonal) and, in training with dropout, after dropout. They are detached (``requires_grad`` False):
+    in eval the output is computed by the fused kernel, not from them, so no gradient would flow
+    through them. The logits are the same with and without the flag.
+    """
 
     def __init__(self, config):
         super().__init__()
@@ -159,7 +189,7 @@ class GPT(nn.Module):
                 n -= self.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, caches=None):
+    def forward(self, idx, targets=None, caches=None, output_attentions=False):
         past = len(caches[0]) if caches else 0
         ids = token_ids(idx, "GPT", self.config.vocab_size, max_positions=self.config.block_size, past=past)
         B, T = ids.shape
@@ -169,8 +199,14 @@ class GPT(nn.Module):
         else:
             pos = self.pos_table[past:past + T]
         x = self.drop(tok + pos)
+        attentions = []
         for i, block in enumerate(self.h):
-            x = block(x, caches[i] if caches is not None else None)
+            cache = caches[i] if caches is not None else None
+            if output_attentions:
+                x, att = block(x, cache, output_attentions=True)
+                attentions.append(att)  # (B, nh, T, past + T)
+            else:
+                x = block(x, cache)
         x = self.ln_f(x)
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
@@ -179,7 +215,7 @@ class GPT(nn.Module):
             if t.shape != (B, T):
                 raise ValueError(f"GPT: targets must have the shape of idx {(B, T)}, got {t.shape}")
             loss = F.cross_entropy(logits.reshape(B * T, -1), t.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return (logits, loss, tuple(attentions)) if output_attentions else (logits, loss)
 
     def new_caches(self):
         """Empty per-layer key/value caches for incremental decoding."""
