@@ -215,3 +215,17 @@ def test_cli_trains_with_log_stats_and_plots_them(data_dir, tmp_path, capsys):
     assert main(["plot", "--run", plain, "--stats"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.endswith("train with --log-stats")
+
+
+def test_resume_may_switch_statistics_on_and_the_losses_stay_the_same(data_dir, tmp_path):
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("progress", "max_iters")]
+    flags.append("--lr-decay-iters=20")  # the same schedule whether the run stops at 10 or not
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert main(["train", "--data", data_dir, "--out", whole, "--no-progress", "--max-iters=20", *flags]) == 0
+    assert main(["train", "--data", data_dir, "--out", part, "--no-progress", "--max-iters=10", *flags]) == 0
+    assert main(["train", "--out", part, "--resume", "--max-iters", "20", "--log-stats"]) == 0
+    rows = runs.read_metrics(part)
+    assert not any("h.0/grad_norm" in r for r in rows if r["iter"] <= 10)
+    assert all("h.0/grad_norm" in r for r in rows if r["iter"] > 10)
+    key = lambda rs: [(r["iter"], r["train_loss"], r["val_loss"]) for r in rs]  # noqa: E731
+    assert key(rows) == key(runs.read_metrics(whole))

@@ -25,7 +25,7 @@ import sys
 
 DEFAULT_DATA = "data/shakespeare"
 DEFAULT_RUN = "runs/shakespeare"
-RESUME_FLAGS = ("max_iters", "progress", "device")  # what --resume may change: nothing that alters the run
+RESUME_FLAGS = ("max_iters", "progress", "device", "log_stats")  # what --resume may change: nothing that alters the run
 
 # One line of --help per training setting (TrainConfig's fields, then the models' config fields).
 FIELD_HELP = {

@@ -262,9 +262,10 @@ def last_state(out_dir):
 
 
 def resumed_config(out_dir, cfg):
-    """The config of the run to resume, from its ``last`` checkpoint; only ``max_iters``, ``progress``
-    and ``device`` are taken from ``cfg``."""
-    return replace(saved_config(out_dir), max_iters=cfg.max_iters, progress=cfg.progress, device=cfg.device)
+    """The config of the run to resume, from its ``last`` checkpoint; only ``max_iters``, ``progress``,
+    ``device`` and ``log_stats`` (which only observes) are taken from ``cfg``."""
+    return replace(saved_config(out_dir), max_iters=cfg.max_iters, progress=cfg.progress, device=cfg.device,
+                   log_stats=cfg.log_stats)
 
 
 def resume(out_dir, saved, optimizer):
