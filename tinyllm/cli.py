@@ -331,6 +331,60 @@ def _sample(args):
     return 0
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _serve(args):
+    import socket
+    try:
+        import uvicorn
+        from .serve.app import create_app
+    except ImportError as e:
+        raise CommandError(f"serve needs FastAPI and uvicorn ({e}); pip install 'tinyllm[serve]'") from None
+    from .runs import load_run
+    _positive_int("--max-concurrent", args.max_concurrent)
+    _positive_int("--max-tokens-limit", args.max_tokens_limit)
+    _positive_int("--max-request-bytes", args.max_request_bytes)
+    _check(0 <= args.port <= 65535, "--port", "in 0..65535 (0: any free port)", args.port)
+    _check(args.drain_timeout >= 0, "--drain-timeout", "a non-negative number of seconds", args.drain_timeout)
+    model, tok, _ = load_run(args.run, args.checkpoint, device=args.device)
+    name = os.path.basename(os.path.normpath(args.run))
+    app = create_app(model, tok, name, max_concurrent=args.max_concurrent, max_tokens_limit=args.max_tokens_limit,
+                     max_request_bytes=args.max_request_bytes)
+    try:  # bind here, not in uvicorn: a port in use is then a one-line error, and --port 0 reports its port
+        family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    if args.host not in LOCAL_HOSTS:
+        print(f"warning: --host {args.host} serves the model, the playground and /health to every machine that "
+              f"can reach this one on port {port}, with no authentication", file=sys.stderr)
+    print(f"serving {name} at http://{host}:{port}/ (OpenAI API: http://{host}:{port}/v1; "
+          f"Ctrl-C or SIGTERM stops it)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level,
+                                           access_log=args.log_level in ("info", "debug"),
+                                           timeout_graceful_shutdown=args.drain_timeout))
+    # uvicorn re-raises the signal that stopped it once it is done; a handler of ours takes it, so a
+    # requested stop (SIGTERM, Ctrl-C) is a clean exit 0 after the graceful shutdown
+    stopped = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    if not server.started:
+        raise _Failure("the server did not start (see the messages above)", 1)
+    print(f"stopped ({signal.Signals(stopped[0]).name})" if stopped else "stopped", flush=True)
+    return 0
+
+
 def _eval(args):
     from . import data
     from .metrics import evaluate_lm
@@ -524,6 +578,24 @@ def build_parser():
     p.add_argument("--seed", type=int, default=1337, help="sampling seed")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (cuda needs the gpu extra)")
     p.set_defaults(func=_sample)
+
+    p = sub.add_parser("serve", help="serve a run over HTTP: OpenAI's completions API, streaming, and a playground "
+                       "page (needs the serve extra)")
+    p.add_argument("--run", default=DEFAULT_RUN, help="run directory (a GPT run)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint to load")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only; "
+                   "0.0.0.0 exposes the server to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed)")
+    p.add_argument("--max-concurrent", type=int, default=16, help="sequences decoded together; more queue")
+    p.add_argument("--max-tokens-limit", type=int, default=1024, help="the largest max_tokens a request may ask "
+                   "(past the block size the model slides its window, as sample does)")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="request bodies larger than this get 413")
+    p.add_argument("--drain-timeout", type=float, default=10.0, help="on SIGTERM/Ctrl-C, seconds to let running "
+                   "requests finish before their connections are closed")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="warning",
+                   help="uvicorn's log level (info: one line per request)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (cuda needs the gpu extra)")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("eval", help="validation loss, perplexity and next-token accuracy of a run")
     p.add_argument("--run", default=DEFAULT_RUN, help="run directory")
