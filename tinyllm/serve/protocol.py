@@ -2,7 +2,7 @@
 one choice as its tokens come (incremental decoding, stop strings, the legacy ``logprobs`` object)."""
 from typing import Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 
 class APIError(Exception):
