@@ -18,6 +18,7 @@ LAYERS = [  # lowest first; units on one line are peers and may not import each 
     ["train", "export"],
     ["plot"],
     ["search"],
+    ["serve"],
     ["cli", "__init__"],
     ["__main__"],
 ]

@@ -1,0 +1,1 @@
+"""Serving a model over HTTP: an OpenAI-compatible server and its playground page."""
