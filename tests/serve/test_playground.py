@@ -10,7 +10,6 @@ stand-in for it that streams OpenAI's chunks (``text``, ``logprobs`` with ``top_
 import asyncio
 import base64
 import json
-import os
 import re
 import shutil
 import socket
@@ -34,7 +33,7 @@ from tinyllm.serve.page import add_playground  # noqa: E402
 from tinyllm.text.char import CharTokenizer  # noqa: E402
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
-STEP_DELAY = 0.02  # the stand-in's pause per token, so a stream lasts long enough to be stopped
+STEP_DELAY = 0.05  # the stand-in's pause per token, so a stream lasts long enough to be stopped
 
 
 # ------------------------------------------------------------------------ the app under test
