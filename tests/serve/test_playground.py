@@ -4,10 +4,8 @@ from a server on a free localhost port, streams a greedy completion (the text in
 model's own greedy ``generate``), clicks a token (10 probabilities appear), stops a long stream, shows API
 errors, fetches nothing from outside the server, and takes a screenshot.
 
-The page talks to ``/v1/completions``; until the server's app is merged in, this file serves a small
-stand-in for it that streams OpenAI's chunks (``text``, ``logprobs`` with ``top_logprobs``, ``data: [DONE]``).
+The page talks to the server's own ``/v1/completions`` (``tinyllm.serve.create_app``).
 """
-import asyncio
 import base64
 import json
 import re
@@ -33,7 +31,6 @@ from tinyllm.serve.page import add_playground  # noqa: E402
 from tinyllm.text.char import CharTokenizer  # noqa: E402
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
-STEP_DELAY = 0.05  # the stand-in's pause per token, so a stream lasts long enough to be stopped
 
 
 # ------------------------------------------------------------------------ the app under test
@@ -45,79 +42,10 @@ def tiny_model():
     return model, tok
 
 
-def error(message, param=None, status=400):
-    from fastapi.responses import JSONResponse
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                   "code": None}}, status_code=status)
-
-
-def add_standin_completions(app, model, tok, name):
-    """A minimal /v1/completions (one prompt, n=1) speaking OpenAI's shapes, and /v1/models."""
-    from fastapi import Request
-    from fastapi.responses import StreamingResponse
-    from starlette.concurrency import run_in_threadpool
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "tinyllm"}]}
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        body = await request.json()
-        try:
-            ids = tok.encode(body["prompt"])
-        except ValueError as e:
-            return error(str(e), "prompt")
-        n = body.get("max_tokens", 16)
-        if len(ids) + n > model.config.block_size:
-            return error(f"max_tokens {n} plus the prompt's {len(ids)} tokens is more than the context "
-                         f"({model.config.block_size})", "max_tokens")
-        temperature, k = body.get("temperature", 1.0), body.get("logprobs") or 0
-        rng = np.random.default_rng(body.get("seed"))
-        caches, feed = model.new_caches(), np.array([ids])
-
-        def step():  # (token text, its logprob, the top-k {text: logprob})
-            nonlocal caches, feed
-            with no_grad():
-                logits, caches = model.decode_step(feed, caches)
-            logp = np.asarray(logits[0], dtype=np.float64)
-            logp = logp - logp.max() - np.log(np.exp(logp - logp.max()).sum())
-            if temperature == 0:
-                nxt = int(np.argmax(logp))
-            else:
-                p = np.exp(logp / temperature)
-                nxt = int(rng.choice(p.size, p=p / p.sum()))
-            feed = np.array([[nxt]])
-            top = np.argsort(-logp, kind="stable")[:k]
-            return tok.decode([nxt]), float(logp[nxt]), {tok.decode([int(i)]): float(logp[i]) for i in top}
-
-        def chunk(text, lp, finish):
-            return {"id": "cmpl-standin", "object": "text_completion", "created": 0, "model": name,
-                    "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}]}
-
-        if not body.get("stream"):
-            out = [await run_in_threadpool(step) for _ in range(n)]
-            lp = {"tokens": [t for t, _, _ in out], "token_logprobs": [x for _, x, _ in out],
-                  "top_logprobs": [d for _, _, d in out]} if k else None
-            return chunk("".join(t for t, _, _ in out), lp, "length")
-
-        async def events():
-            for i in range(n):
-                text, x, top = await run_in_threadpool(step)
-                lp = {"tokens": [text], "token_logprobs": [x], "top_logprobs": [top], "text_offset": [0]} if k else None
-                yield f"data: {json.dumps(chunk(text, lp, 'length' if i == n - 1 else None))}\n\n"
-                await asyncio.sleep(STEP_DELAY)
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-
 def make_app(model, tok, name="tiny-char"):
-    from fastapi import FastAPI
-    app = FastAPI()
-    add_standin_completions(app, model, tok, name)
-    add_playground(app, model, tok, model_name=name)
-    return app
+    """The server's own app: /v1/completions from the batching engine, and the page with /v1/attention."""
+    from tinyllm.serve import create_app
+    return create_app(model, tok, name)
 
 
 @pytest.fixture(scope="module")
@@ -394,22 +322,22 @@ def test_page_streams_clicks_and_draws(browser, server, world, tmp_path):
 
 
 def test_stop_aborts_the_stream(browser, server):
-    browser.navigate(f"{server}/?prompt=All%3A%0A&temperature=0.9&seed=1&max_tokens=40")
+    browser.navigate(f"{server}/?prompt=All%3A%0A&temperature=0.9&seed=1&max_tokens=1000")
     browser.click("#generate")
     browser.wait("document.querySelectorAll('#output .tok').length >= 2")
     browser.click("#stop")
     browser.wait("document.body.dataset.state === 'stopped'")
     count = browser.js("document.querySelectorAll('#output .tok').length")
-    assert count < 40
-    time.sleep(5 * STEP_DELAY)
+    assert count < 1000
+    time.sleep(0.3)
     assert browser.js("document.querySelectorAll('#output .tok').length") == count  # nothing after the stop
     assert not browser.js("document.getElementById('generate').disabled")
 
 
 def test_api_errors_show_in_the_page(browser, server):
-    browser.navigate(f"{server}/?prompt=Speak&max_tokens=1000&autorun=1")
+    browser.navigate(f"{server}/?prompt=Speak&max_tokens=5000&autorun=1")
     browser.wait("document.body.dataset.state === 'error'")
-    assert "more than the context" in browser.js("document.getElementById('error').textContent")
+    assert "max_tokens must be between 1 and 1024" in browser.js("document.getElementById('error').textContent")
 
     # a character outside the vocabulary: the completion and the attention map both say so, as text
     browser.js("document.getElementById('prompt').value = '<i>Speak</i> \u20ac'")

@@ -12,21 +12,20 @@ engine never waits for a client, so a slow reader only grows its own queue.
 """
 import asyncio
 import json
-import pathlib
 import time
 import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from .engine import Engine, Sequence
+from .page import add_playground
 from .protocol import (MAX_CHOICES, APIError, ChoiceText, CompletionRequest, check, merge_logprobs, prompts_of,
                        stop_list, validation_message)
 
-PAGE = pathlib.Path(__file__).with_name("static") / "index.html"  # the playground, when it is there
 
 
 def choice_seed(seed, j):
@@ -104,12 +103,6 @@ def create_app(model, tokenizer, run_name, *, max_concurrent=16, max_tokens_limi
                            param="model", code="model_not_found")
         return model_card()
 
-    @app.get("/", include_in_schema=False)
-    async def page():
-        if not PAGE.is_file():
-            raise HTTPException(404)
-        return FileResponse(PAGE)
-
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         if body.model is not None and body.model != run_name:
@@ -137,6 +130,8 @@ def create_app(model, tokenizer, run_name, *, max_concurrent=16, max_tokens_limi
         choices = [{"text": c.text, "index": i, "logprobs": c.logprobs, "finish_reason": c.reason}
                    for i, c in enumerate(job.choices)]
         return {**head, "choices": choices, "usage": job.usage()}
+
+    add_playground(app, model, tokenizer, model_name=run_name)  # GET / and POST /v1/attention
 
     return app
 
