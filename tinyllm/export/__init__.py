@@ -9,7 +9,7 @@ Each writes a new directory whole or not at all, and returns notes on what it ha
 """
 import os
 
-from .common import ExportError
+from .common import ExportError, check_new_dir
 from .gguf import gguf_tensors, save_gguf, to_gguf
 from .hf import to_hf, write_hf_tokenizer
 from .onnx import to_onnx
@@ -30,7 +30,7 @@ def export_run(run_dir, format, out_dir, *, checkpoint="best", dtype="f32"):
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if dtype != "f32" and format != "gguf":
         raise ExportError(f"dtype {dtype!r} applies to the gguf format only; hf and onnx are written as float32")
-    _check_out_dir(out_dir)
+    check_new_dir(out_dir)  # before the run is read, so a wrong --out costs nothing and is never touched
     run_config = _run_config(run_dir, checkpoint)
     if run_config.get("quantized"):
         parent = run_config.get("quantized_from")
@@ -53,12 +53,6 @@ def export_run(run_dir, format, out_dir, *, checkpoint="best", dtype="f32"):
     else:
         notes += to_onnx(model, tokenizer, out_dir)
     return notes
-
-
-def _check_out_dir(out_dir):
-    """The output is checked before the run is read, so a wrong --out costs nothing (and is never touched)."""
-    if os.path.lexists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
-        raise ExportError(f"{out_dir} already exists and is not an empty directory; choose a new one")
 
 
 def _run_config(run_dir, which):

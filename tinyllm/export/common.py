@@ -9,7 +9,8 @@ import numpy as np
 
 from ..models.gpt import GPT
 
-__all__ = ["ExportError", "check_gpt", "gpt2_notes", "host_array", "new_output_dir", "position_table"]
+__all__ = ["ExportError", "check_gpt", "check_new_dir", "gpt2_notes", "host_array", "new_output_dir",
+           "position_table"]
 
 
 class ExportError(ValueError):
@@ -60,14 +61,20 @@ def position_table(model):
     return model.wpe.weight if model.config.pos_encoding == "learned" else model.pos_table
 
 
+def check_new_dir(out_dir, who=None):
+    """``out_dir`` must not exist, or be an empty directory: an export never writes over someone's files."""
+    if os.path.lexists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+        raise ExportError(f"{who + ': ' if who else ''}{out_dir} already exists and is not an empty directory; "
+                          f"choose a new one")
+
+
 @contextlib.contextmanager
 def new_output_dir(out_dir, who):
     """Yields a temporary directory beside ``out_dir``; when the block ends without error it becomes
     ``out_dir``, and otherwise it is removed, so an export never leaves a half-written directory.
     ``out_dir`` must not exist, or be an empty directory (never someone's files)."""
     out_dir = os.fspath(out_dir)
-    if os.path.lexists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
-        raise ExportError(f"{who}: {out_dir} already exists and is not an empty directory; choose a new one")
+    check_new_dir(out_dir, who)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     # os.mkdir rather than mkdtemp: the directory gets the user's umask, as any directory they make
