@@ -117,7 +117,11 @@ def hf_state(model):
     return state
 
 
-def _check_vocab(tokenizer, vocab_size, who):
+def _check_tokenizer(tokenizer, vocab_size, who):
+    """A tokenizer of a kind HF can hold, with no id past the model's ``vocab_size``."""
+    if not isinstance(tokenizer, (CharTokenizer, BPETokenizer, GPT2Tokenizer)):
+        raise ExportError(f"{who}: tokenizer must be a CharTokenizer, BPETokenizer, GPT2Tokenizer or None, "
+                          f"got {type(tokenizer).__name__}")
     n = tokenizer.vocab_size
     if vocab_size is not None and n > vocab_size:
         raise ExportError(f"{who}: the tokenizer has ids up to {n - 1}, past the model's vocab_size {vocab_size}; "
@@ -179,10 +183,7 @@ def write_hf_tokenizer(tokenizer, out_dir, *, vocab_size=None, model_max_length=
     for GPT-2's split pattern, ``vocab.json`` + ``merges.txt``. ``vocab_size``: the model's, which
     every id must be below; ``model_max_length``: its block_size. Returns notes (empty when nothing
     needs saying)."""
-    if not isinstance(tokenizer, (CharTokenizer, BPETokenizer, GPT2Tokenizer)):
-        raise ExportError(f"{who}: tokenizer must be a CharTokenizer, BPETokenizer, GPT2Tokenizer or None, "
-                          f"got {type(tokenizer).__name__}")
-    _check_vocab(tokenizer, vocab_size, who)
+    _check_tokenizer(tokenizer, vocab_size, who)
     notes, gpt2_files = [], False
     config = {"tokenizer_class": "PreTrainedTokenizerFast",
               "clean_up_tokenization_spaces": False,  # would turn " ." into "."
@@ -225,11 +226,8 @@ def to_hf(model, tokenizer, out_dir):
     who = "to_hf"
     check_gpt(model, who)
     c = model.config
-    if tokenizer is not None and not isinstance(tokenizer, (CharTokenizer, BPETokenizer, GPT2Tokenizer)):
-        raise ExportError(f"{who}: tokenizer must be a CharTokenizer, BPETokenizer, GPT2Tokenizer or None, "
-                          f"got {type(tokenizer).__name__}")
-    if tokenizer is not None:
-        _check_vocab(tokenizer, c.vocab_size, who)
+    if tokenizer is not None:  # refused before any work; write_hf_tokenizer checks the same
+        _check_tokenizer(tokenizer, c.vocab_size, who)
     notes = list(gpt2_notes(model))
     if model.lm_head.weight is not model.wte.weight:
         notes.append("untied lm_head: written as lm_head.weight with tie_word_embeddings=false")
